@@ -1,7 +1,7 @@
 //! The one body type that flows through the stack, and bounded collection for replay and caching.
 
 use bytes::{Bytes, BytesMut};
-use http_body::{Body as _, Frame};
+use http_body::Frame;
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full, StreamBody};
 
 /// Boxed error used by bodies and between layers where a typed error adds nothing.
@@ -34,7 +34,12 @@ pub enum Collected<B> {
     /// The whole body fit in the limit.
     Complete(Bytes),
     /// The body is larger than the limit: what was read so far and the untouched rest.
-    TooLarge { head: Bytes, rest: B },
+    TooLarge {
+        /// What was read before the limit was crossed.
+        head: Bytes,
+        /// The unread rest of the body.
+        rest: B,
+    },
 }
 
 /// Read `body` to the end as long as it stays within `limit` bytes. Trailers are dropped.

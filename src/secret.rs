@@ -68,3 +68,48 @@ mod tests {
         assert!(Secret::new("  \n").is_none());
     }
 }
+
+/// The key in force, shared by every request; re-read from its file when that changes.
+#[derive(Clone, Debug)]
+pub struct KeyStore {
+    current: std::sync::Arc<parking_lot::RwLock<Secret>>,
+    source: KeySource,
+}
+
+impl KeyStore {
+    /// Load the key now from `source`.
+    pub fn load(source: KeySource) -> std::io::Result<Self> {
+        let key = match &source {
+            KeySource::Env(s) => s.clone(),
+            KeySource::File(path) => read_key_file(path)?,
+        };
+        Ok(Self { current: std::sync::Arc::new(parking_lot::RwLock::new(key)), source })
+    }
+
+    /// The key to send now.
+    pub fn current(&self) -> Secret {
+        self.current.read().clone()
+    }
+
+    /// Re-read a key file; `Ok(true)` when the key changed. An env key never changes.
+    pub fn reload(&self) -> std::io::Result<bool> {
+        let KeySource::File(path) = &self.source else { return Ok(false) };
+        let key = read_key_file(path)?;
+        let mut cur = self.current.write();
+        let changed = *cur != key;
+        *cur = key;
+        Ok(changed)
+    }
+
+    /// Whether the key comes from a file (and so can rotate).
+    pub fn is_file(&self) -> bool {
+        matches!(self.source, KeySource::File(_))
+    }
+}
+
+fn read_key_file(path: &std::path::Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    Secret::new(&text).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("key file {} is empty", path.display()))
+    })
+}

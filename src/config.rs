@@ -1,0 +1,370 @@
+//! Configuration: a TOML file (every key optional, defaults below), overridden by flags and the
+//! environment, validated before anything binds. The API key itself is never part of the
+//! config: only where it comes from ([`KeySource`]).
+
+use std::{
+    net::SocketAddr,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::secret::{KeySource, Secret};
+
+#[cfg(test)]
+mod tests;
+
+/// Environment variable holding the API key.
+pub const KEY_ENV: &str = "RACKNAP_API_KEY";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners and request limits.
+    pub server: ServerConfig,
+    /// Where requests go.
+    pub upstream: UpstreamConfig,
+    /// Where the API key comes from.
+    pub key: KeyConfig,
+    /// The account's rate limit.
+    pub budget: BudgetConfig,
+    /// The queue in front of the budget.
+    pub queue: QueueConfig,
+    /// 429 handling.
+    pub retry: RetryConfig,
+    /// The GET cache.
+    pub cache: CacheConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Proxy listener (HTTP/1.1 and h2c).
+    pub listen: SocketAddr,
+    /// Admin listener: /metrics, /healthz, /readyz.
+    pub admin_listen: SocketAddr,
+    /// Largest request body accepted (buffered so a request can be replayed after a 429).
+    pub max_request_body: ByteSize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: ByteSize,
+    /// A client must send its whole request head within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Path prefixes that are forwarded; everything else is refused.
+    pub allowed_prefixes: Vec<String>,
+}
+
+/// `[upstream]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL: `https://host[:port]` or `http://host[:port]`.
+    pub url: String,
+    /// Extra CA certificates (PEM) trusted besides the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response head.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// `[key]`
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// File holding the key; re-read when it changes. Unset: `RACKNAP_API_KEY`.
+    pub file: Option<PathBuf>,
+}
+
+/// `[budget]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Requests allowed per window (the server's `X-RateLimit-Limit` replaces it).
+    pub limit: NonZeroU32,
+    /// The window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Fraction of the limit kept unused as a margin for timing jitter (0.0 to 0.5).
+    pub headroom: f64,
+}
+
+/// `[queue]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most requests waiting for a permit at once.
+    pub capacity: usize,
+    /// Longest a request waits for a permit.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Header naming the calling service (else the peer address).
+    pub client_header: String,
+}
+
+/// `[retry]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per request in all, the first included (1 = never retry a 429).
+    pub max_attempts: NonZeroU32,
+    /// Longest total time a request may spend waiting out 429s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+/// `[cache]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Cache successful GETs.
+    pub enabled: bool,
+    /// Freshness of an entry (an upstream `max-age` can shorten it).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Total size bound (bodies and headers).
+    pub max_bytes: ByteSize,
+    /// Bodies above this size are passed through, not cached.
+    pub max_entry_bytes: ByteSize,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `racknap_proxy=debug`); `RUST_LOG` overrides.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin_listen: ([127, 0, 0, 1], 9090).into(),
+            max_request_body: ByteSize::mib(1),
+            max_header_bytes: ByteSize::kib(64),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            allowed_prefixes: vec!["/v1/".into()],
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "https://api.racknap.com".into(),
+            ca_file: None,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { limit: NonZeroU32::new(1000).unwrap(), window: Duration::from_secs(60), headroom: 0.01 }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self { capacity: 10_000, max_wait: Duration::from_secs(60), client_header: "x-client-id".into() }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { max_attempts: NonZeroU32::new(3).unwrap(), max_wait: Duration::from_secs(90) }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(30),
+            max_bytes: ByteSize::mib(64),
+            max_entry_bytes: ByteSize::mib(1),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            upstream: UpstreamConfig::default(),
+            key: KeyConfig::default(),
+            budget: BudgetConfig::default(),
+            queue: QueueConfig::default(),
+            retry: RetryConfig::default(),
+            cache: CacheConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem: names the key and says what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {key}: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `budget.window`.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No API key anywhere.
+    #[error("no API key: set {KEY_ENV} or key.file in the config")]
+    NoKey,
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, problem: problem.into() }
+}
+
+impl Config {
+    /// Read and parse a TOML file (no validation yet).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Check ranges and consistency. Every rejection names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_upstream(&self.upstream.url)?;
+        if self.budget.window < Duration::from_millis(100) {
+            return Err(invalid("budget.window", "must be at least 100ms"));
+        }
+        if !(0.0..=0.5).contains(&self.budget.headroom) || self.budget.headroom.is_nan() {
+            return Err(invalid("budget.headroom", "must be between 0.0 and 0.5"));
+        }
+        if self.queue.capacity == 0 {
+            return Err(invalid("queue.capacity", "must be at least 1"));
+        }
+        if self.queue.max_wait.is_zero() {
+            return Err(invalid("queue.max_wait", "must be greater than zero"));
+        }
+        if http::HeaderName::from_bytes(self.queue.client_header.as_bytes()).is_err() {
+            return Err(invalid("queue.client_header", "is not a valid header name"));
+        }
+        if self.cache.enabled && self.cache.ttl.is_zero() {
+            return Err(invalid("cache.ttl", "must be greater than zero (or set cache.enabled = false)"));
+        }
+        if self.cache.max_entry_bytes > self.cache.max_bytes {
+            return Err(invalid("cache.max_entry_bytes", "must not exceed cache.max_bytes"));
+        }
+        if self.server.max_request_body.as_u64() > 64 * 1024 * 1024 {
+            return Err(invalid("server.max_request_body", "must be at most 64MiB (bodies are buffered for replay)"));
+        }
+        if self.server.max_header_bytes.as_u64() < 8192 {
+            return Err(invalid("server.max_header_bytes", "must be at least 8KiB"));
+        }
+        if self.server.allowed_prefixes.iter().any(|p| !p.starts_with('/') || !p.ends_with('/')) {
+            return Err(invalid("server.allowed_prefixes", "each prefix must start and end with '/'"));
+        }
+        if self.server.listen == self.server.admin_listen && self.server.listen.port() != 0 {
+            return Err(invalid("server.admin_listen", "must differ from server.listen"));
+        }
+        if let Some(ca) = &self.upstream.ca_file {
+            if !ca.is_file() {
+                return Err(invalid("upstream.ca_file", format!("{} is not a readable file", ca.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the key comes from: `key.file` if set (it must hold a key now), else the
+    /// environment variable's value as given by `env`.
+    pub fn key_source(&self, env: Option<String>) -> Result<KeySource, ConfigError> {
+        if let Some(path) = &self.key.file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid("key.file", format!("cannot read {}: {e}", path.display())))?;
+            Secret::new(&text).ok_or_else(|| invalid("key.file", format!("{} is empty", path.display())))?;
+            return Ok(KeySource::File(path.clone()));
+        }
+        env.as_deref().and_then(Secret::new).map(KeySource::Env).ok_or(ConfigError::NoKey)
+    }
+}
+
+/// The upstream base, split and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamBase {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host[:port]`.
+    pub authority: http::uri::Authority,
+}
+
+/// Check `upstream.url`: http or https, a host, no path beyond `/`, no query, no credentials.
+pub fn parse_upstream(url: &str) -> Result<UpstreamBase, ConfigError> {
+    let key = "upstream.url";
+    let uri: http::Uri = url.parse().map_err(|e| invalid(key, format!("{url:?} is not a URL: {e}")))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| invalid(key, "must start with https:// or http://"))?;
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err(invalid(key, format!("scheme {scheme} is not http or https")));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| invalid(key, "has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid(key, "must not carry credentials"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid(key, "must be a bare origin such as https://api.racknap.com (no path or query)"));
+    }
+    Ok(UpstreamBase { scheme, authority })
+}
