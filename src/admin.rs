@@ -27,13 +27,13 @@ pub struct Admin {
 
 impl Admin {
     /// Answer one admin request.
-    pub fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, req: &Request<Incoming>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         }
         match req.uri().path() {
             "/metrics" => {
-                self.refresh();
+                self.refresh().await;
                 let mut r = text(StatusCode::OK, self.metrics.render());
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -47,7 +47,7 @@ impl Admin {
     }
 
     /// Gauges that are read, not counted.
-    fn refresh(&self) {
+    async fn refresh(&self) {
         let m = &self.metrics;
         let snap = self.budget.snapshot(Instant::now());
         m.ratelimit_limit.set(i64::from(snap.limit));
@@ -60,7 +60,7 @@ impl Admin {
             m.clock_offset_seconds.set(off);
         }
         m.gate_closed.set(i64::from(snap.gated));
-        let (entries, bytes) = self.cache.usage();
+        let (entries, bytes) = self.cache.usage().await;
         m.cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
         m.cache_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }

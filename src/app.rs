@@ -143,8 +143,8 @@ impl App {
             move |_| {
                 let admin = admin.clone();
                 service_fn(move |req| {
-                    let resp = admin.handle(&req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(&req).await) }
                 })
             },
             stop_rx,

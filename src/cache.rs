@@ -144,8 +144,9 @@ impl CacheStore {
         }))
     }
 
-    /// Entries and weighted bytes, for the gauges.
-    pub fn usage(&self) -> (u64, u64) {
+    /// Entries and weighted bytes, for the gauges (pending evictions applied first).
+    pub async fn usage(&self) -> (u64, u64) {
+        self.0.entries.run_pending_tasks().await;
         (self.0.entries.entry_count(), self.0.entries.weighted_size())
     }
 

@@ -16,6 +16,10 @@ use tokio::time::Instant;
 use super::{ForcedHeaders, WindowKind};
 use crate::clock::EpochClock;
 
+/// Longest window, forced reset or external spacing honoured (100 years): keeps the
+/// epoch arithmetic far from `Duration` overflow whatever the config says.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// The budget as one answer reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Quota {
@@ -122,7 +126,7 @@ impl Limiter {
         external_rate: f64,
         clock: MockClock,
     ) -> Self {
-        let window = window.max(Duration::from_millis(1));
+        let window = window.clamp(Duration::from_millis(1), LONGEST);
         let external_rate = if external_rate.is_finite() {
             external_rate.max(0.0)
         } else {
@@ -145,7 +149,7 @@ impl Limiter {
     pub fn force(&mut self, count: u32, reset_in: Duration, headers: ForcedHeaders) {
         self.force = (count > 0).then_some(ForcePlan {
             count,
-            reset_in,
+            reset_in: reset_in.min(LONGEST),
             headers,
         });
     }
@@ -226,7 +230,7 @@ impl Limiter {
         let counted_from = window_start.saturating_sub(self.base);
         let external = self.external_between(counted_from, elapsed);
         Usage {
-            used: self.fixed.1 + external,
+            used: self.fixed.1.saturating_add(external),
             frees_at: Some(window_end.saturating_sub(self.base)),
         }
     }
@@ -243,13 +247,13 @@ impl Limiter {
         let from = horizon.unwrap_or(Duration::ZERO);
         let external = self.external_between(from, elapsed);
         let oldest_external =
-            (external > 0).then(|| self.external_nth(self.external_count(from) + 1));
+            (external > 0).then(|| self.external_nth(self.external_count(from).saturating_add(1)));
         let oldest = [self.log.front().copied(), oldest_external]
             .into_iter()
             .flatten()
             .min();
         Usage {
-            used: self.log.len() as u64 + external,
+            used: (self.log.len() as u64).saturating_add(external),
             frees_at: oldest.map(|t| t + self.window),
         }
     }
@@ -271,7 +275,8 @@ impl Limiter {
 
     /// When the other consumer makes its `k`-th request (k ≥ 1), as elapsed time.
     fn external_nth(&self, k: u64) -> Duration {
-        Duration::from_secs_f64(k as f64 / self.external_rate)
+        Duration::try_from_secs_f64(k as f64 / self.external_rate)
+            .map_or(LONGEST, |d| d.min(LONGEST))
     }
 }
 

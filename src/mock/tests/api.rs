@@ -216,6 +216,7 @@ async fn records_requests_and_serves_stats_without_counting_them() {
     assert_eq!(seen[1], ("POST".into(), "/v1/invoices".into()));
     assert_eq!(&recorded[1].body[..], b"{}");
     assert!(recorded[0].headers.contains_key("authorization"));
+    assert!(!format!("{:?}", recorded[0]).contains(KEY), "Debug of a record hides the key");
 }
 
 #[tokio::test]

@@ -1,0 +1,10 @@
+//! Integration tests: real servers on ephemeral loopback ports.
+
+mod support;
+
+mod cache;
+mod forwarding;
+mod pacing;
+mod retry;
+mod tls;
+mod process;
