@@ -45,7 +45,12 @@ impl Admission {
     }
 
     /// Check `req` and read its body. `id` is the request id already chosen for logs.
-    pub async fn admit(&self, req: Request<Incoming>, peer: SocketAddr, id: Arc<str>) -> Result<ProxyRequest, ProxyError> {
+    pub async fn admit(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        id: Arc<str>,
+    ) -> Result<ProxyRequest, ProxyError> {
         let received = Instant::now();
         self.check_method(req.method())?;
         if req.headers().contains_key(header::UPGRADE) && req.version() < http::Version::HTTP_2 {
@@ -101,7 +106,10 @@ impl Admission {
             Some(q) => format!("{normal}?{q}"),
             None => normal,
         };
-        Uri::builder().path_and_query(pq).build().map_err(|e| ProxyError::BadRequest(format!("bad request target: {e}")))
+        Uri::builder()
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| ProxyError::BadRequest(format!("bad request target: {e}")))
     }
 
     fn client_id(&self, req: &Request<Incoming>, peer: SocketAddr) -> Arc<str> {

@@ -117,7 +117,8 @@ impl App {
 
         let proxy_listener = bind(cfg.server.listen).await?;
         let admin_listener = bind(cfg.server.admin_listen).await?;
-        let proxy_addr = proxy_listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.server.listen, source: e })?;
+        let proxy_addr =
+            proxy_listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.server.listen, source: e })?;
         let admin_addr =
             admin_listener.local_addr().map_err(|e| StartError::Bind { addr: cfg.server.admin_listen, source: e })?;
         let limits = ConnLimits {
@@ -151,7 +152,19 @@ impl App {
         ));
         let watcher = keys.is_file().then(|| tokio::spawn(watch_key_file(keys.clone())));
         tracing::info!(%proxy_addr, %admin_addr, upstream = %cfg.upstream.url, "Proxy listening");
-        Ok(App { proxy_addr, admin_addr, keys, metrics, queue, ready, stop, proxy_task, admin_task, watcher, grace: cfg.server.shutdown_grace })
+        Ok(App {
+            proxy_addr,
+            admin_addr,
+            keys,
+            metrics,
+            queue,
+            ready,
+            stop,
+            proxy_task,
+            admin_task,
+            watcher,
+            grace: cfg.server.shutdown_grace,
+        })
     }
 
     /// Stop accepting, let in-flight and queued requests finish within the grace period, then

@@ -72,9 +72,7 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let first = futures_util::stream::iter(
-        (!head.is_empty()).then(|| Ok::<_, BoxError>(Frame::data(head))),
-    );
+    let first = futures_util::stream::iter((!head.is_empty()).then(|| Ok::<_, BoxError>(Frame::data(head))));
     let rest = http_body_util::BodyStream::new(rest.map_err(Into::into));
     boxed(StreamBody::new(futures_util::StreamExt::chain(first, rest)))
 }

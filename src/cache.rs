@@ -260,7 +260,12 @@ where
     }
 
     /// One upstream call for all identical misses of the same generation.
-    async fn shared_fetch(&self, req: ProxyRequest, key: CacheKey, generation: u64) -> Result<ProxyResponse, ProxyError> {
+    async fn shared_fetch(
+        &self,
+        req: ProxyRequest,
+        key: CacheKey,
+        generation: u64,
+    ) -> Result<ProxyResponse, ProxyError> {
         let flight_key = (key.clone(), generation);
         let cell = self.store.0.inflight.lock().entry(flight_key.clone()).or_default().clone();
         let led = AtomicBool::new(false);
@@ -301,7 +306,13 @@ where
     }
 
     /// The leader's upstream call: buffer the answer (bounded), store it when cacheable.
-    async fn fetch(&self, req: ProxyRequest, key: CacheKey, generation: u64, own: &Mutex<Option<ProxyResponse>>) -> Flight {
+    async fn fetch(
+        &self,
+        req: ProxyRequest,
+        key: CacheKey,
+        generation: u64,
+        own: &Mutex<Option<ProxyResponse>>,
+    ) -> Flight {
         let resp = match self.inner.clone().oneshot(req).await {
             Ok(resp) => resp,
             Err(e) => return Flight::Failed(e),
@@ -316,7 +327,8 @@ where
             }
             Err(e) => return Flight::Failed(ProxyError::UpstreamUnavailable(format!("upstream body broke off: {e}"))),
         };
-        let stored = Arc::new(Stored { status: parts.status, version: parts.version, headers: parts.headers, body: bytes });
+        let stored =
+            Arc::new(Stored { status: parts.status, version: parts.version, headers: parts.headers, body: bytes });
         self.maybe_store(key, generation, &stored).await;
         Flight::Done(stored)
     }

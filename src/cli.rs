@@ -189,8 +189,13 @@ fn check(args: &ProxyArgs) -> ExitCode {
         return config_error(&e);
     }
     let source = args.config.as_deref().map_or("built-in defaults".to_string(), |p: &Path| p.display().to_string());
-    println!("config OK ({source}): listen {}, upstream {}, {} requests per {}",
-        cfg.server.listen, cfg.upstream.url, cfg.budget.limit, humantime::format_duration(cfg.budget.window));
+    println!(
+        "config OK ({source}): listen {}, upstream {}, {} requests per {}",
+        cfg.server.listen,
+        cfg.upstream.url,
+        cfg.budget.limit,
+        humantime::format_duration(cfg.budget.window)
+    );
     ExitCode::SUCCESS
 }
 

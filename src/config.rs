@@ -21,7 +21,7 @@ mod tests;
 pub const KEY_ENV: &str = "RACKNAP_API_KEY";
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listeners and request limits.
@@ -221,20 +221,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            upstream: UpstreamConfig::default(),
-            key: KeyConfig::default(),
-            budget: BudgetConfig::default(),
-            queue: QueueConfig::default(),
-            retry: RetryConfig::default(),
-            cache: CacheConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// A configuration problem: names the key and says what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -275,8 +261,8 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// Read and parse a TOML file (no validation yet).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
     }
 

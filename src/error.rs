@@ -66,9 +66,7 @@ impl ProxyError {
     /// HTTP status of the envelope.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::QueueFull { .. } | Self::QueueDeadline { .. } | Self::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::QueueFull { .. } | Self::QueueDeadline { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -99,9 +97,7 @@ impl ProxyError {
     /// `Retry-After` for errors where waiting helps.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::QueueFull { retry_after, .. } | Self::QueueDeadline { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::QueueFull { retry_after, .. } | Self::QueueDeadline { retry_after, .. } => Some(*retry_after),
             Self::ShuttingDown | Self::UpstreamUnavailable(_) | Self::UpstreamTimeout { .. } => {
                 Some(Duration::from_secs(1))
             }

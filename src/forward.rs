@@ -93,7 +93,11 @@ impl Forward {
         for name in [header::HOST, header::AUTHORIZATION, header::EXPECT, header::CONTENT_LENGTH] {
             parts.headers.remove(name);
         }
-        let bearer = self.key.current().bearer().ok_or_else(|| ProxyError::Internal("API key is not a valid header value".into()))?;
+        let bearer = self
+            .key
+            .current()
+            .bearer()
+            .ok_or_else(|| ProxyError::Internal("API key is not a valid header value".into()))?;
         parts.headers.insert(header::AUTHORIZATION, bearer);
         parts.version = http::Version::HTTP_11; // the client picks h2 by ALPN itself
         parts.extensions = http::Extensions::new();

@@ -77,10 +77,8 @@ pub fn lifetime(headers: &HeaderMap, ttl: Duration) -> Option<Duration> {
 /// `Expires − Date`; an invalid `Expires` means already expired.
 fn expires_in(headers: &HeaderMap) -> Option<Duration> {
     let expires = headers.get(header::EXPIRES)?.to_str().ok();
-    let date = headers
-        .get(header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())?;
+    let date =
+        headers.get(header::DATE).and_then(|v| v.to_str().ok()).and_then(|v| httpdate::parse_http_date(v).ok())?;
     let at: SystemTime = match expires.and_then(|e| httpdate::parse_http_date(e).ok()) {
         Some(at) => at,
         None => return Some(Duration::ZERO),

@@ -25,12 +25,22 @@ use crate::{
 const OK: &str = r#"{"success":true,"code":200,"data":[]}"#;
 
 fn settings() -> CacheSettings {
-    CacheSettings { enabled: true, account: "a".into(), ttl: Duration::from_secs(30), max_bytes: 1 << 20, max_entry_bytes: 1024 }
+    CacheSettings {
+        enabled: true,
+        account: "a".into(),
+        ttl: Duration::from_secs(30),
+        max_bytes: 1 << 20,
+        max_entry_bytes: 1024,
+    }
 }
 
 fn req(method: Method, uri: &str) -> ProxyRequest {
     let mut r = Request::builder().method(method).uri(uri).body(Bytes::new()).unwrap();
-    r.extensions_mut().insert(RequestContext { id: Arc::from("req_1"), client: Arc::from("c"), deadline: Instant::now() + Duration::from_secs(60) });
+    r.extensions_mut().insert(RequestContext {
+        id: Arc::from("req_1"),
+        client: Arc::from("c"),
+        deadline: Instant::now() + Duration::from_secs(60),
+    });
     r
 }
 
@@ -39,7 +49,11 @@ fn upstream(
     calls: Arc<AtomicUsize>,
     delay: Duration,
     answer: impl Fn(&ProxyRequest) -> Result<ProxyResponse, ProxyError> + Clone + Send + Sync + 'static,
-) -> impl tower::Service<ProxyRequest, Response = ProxyResponse, Error = ProxyError, Future = impl Send> + Clone + Send + Sync + 'static {
+) -> impl tower::Service<ProxyRequest, Response = ProxyResponse, Error = ProxyError, Future = impl Send>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
     service_fn(move |r: ProxyRequest| {
         let (calls, answer) = (calls.clone(), answer.clone());
         async move {
@@ -63,8 +77,11 @@ async fn read(resp: ProxyResponse) -> (StatusCode, Option<String>, Bytes) {
 #[tokio::test(start_paused = true)]
 async fn a_hundred_concurrent_identical_misses_make_one_call() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new()))
-        .layer(upstream(calls.clone(), Duration::from_millis(500), |_| ok(OK)));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::from_millis(500),
+        |_| ok(OK),
+    ));
     let barrier = Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -90,8 +107,11 @@ async fn coalesced_callers_share_the_error_too() {
         Duration::from_millis(100),
         |_| Err(ProxyError::UpstreamTimeout { after: Duration::from_secs(1) }),
     ));
-    let (a, b) = tokio::join!(svc.clone().oneshot(req(Method::GET, "/v1/x")), svc.clone().oneshot(req(Method::GET, "/v1/x")));
-    assert!(matches!(a, Err(ProxyError::UpstreamTimeout { .. })) && matches!(b, Err(ProxyError::UpstreamTimeout { .. })));
+    let (a, b) =
+        tokio::join!(svc.clone().oneshot(req(Method::GET, "/v1/x")), svc.clone().oneshot(req(Method::GET, "/v1/x")));
+    assert!(
+        matches!(a, Err(ProxyError::UpstreamTimeout { .. })) && matches!(b, Err(ProxyError::UpstreamTimeout { .. }))
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // Errors are not cached: the next request goes upstream again.
     let _ = svc.oneshot(req(Method::GET, "/v1/x")).await;
@@ -101,21 +121,34 @@ async fn coalesced_callers_share_the_error_too() {
 #[tokio::test(start_paused = true)]
 async fn freshness_follows_tokio_time() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(calls.clone(), Duration::ZERO, |_| ok(OK)));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::ZERO,
+        |_| ok(OK),
+    ));
     let first = read(svc.clone().oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await;
     assert_eq!(first.1.as_deref(), Some("MISS"));
     tokio::time::advance(Duration::from_secs(29)).await;
-    assert_eq!(read(svc.clone().oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await.1.as_deref(), Some("HIT"));
+    assert_eq!(
+        read(svc.clone().oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await.1.as_deref(),
+        Some("HIT")
+    );
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert_eq!(read(svc.clone().oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await.1.as_deref(), Some("MISS"));
+    assert_eq!(
+        read(svc.clone().oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await.1.as_deref(),
+        Some("MISS")
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_get_that_overlaps_a_write_is_not_stored() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new()))
-        .layer(upstream(calls.clone(), Duration::from_millis(100), |_| ok(OK)));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::from_millis(100),
+        |_| ok(OK),
+    ));
     let get = tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")));
     tokio::time::sleep(Duration::from_millis(10)).await;
     svc.clone().oneshot(req(Method::POST, "/v1/invoices")).await.unwrap();
@@ -127,7 +160,11 @@ async fn a_get_that_overlaps_a_write_is_not_stored() {
 #[tokio::test(start_paused = true)]
 async fn writes_invalidate_only_their_collection() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(calls.clone(), Duration::ZERO, |_| ok(OK)));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::ZERO,
+        |_| ok(OK),
+    ));
     for uri in ["/v1/invoices?limit=1", "/v1/invoices/inv_1", "/v1/customers"] {
         svc.clone().oneshot(req(Method::GET, uri)).await.unwrap();
     }
@@ -144,8 +181,10 @@ async fn writes_invalidate_only_their_collection() {
 #[tokio::test(start_paused = true)]
 async fn only_complete_successful_envelopes_are_stored() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(calls.clone(), Duration::ZERO, |r| {
-        match r.uri().path() {
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::ZERO,
+        |r| match r.uri().path() {
             "/v1/fail" => ok(r#"{"success":false,"code":200}"#),
             "/v1/nostore" => {
                 let mut resp = Response::new(body::full(OK));
@@ -158,8 +197,8 @@ async fn only_complete_successful_envelopes_are_stored() {
                 Ok(resp)
             }
             _ => ok("not json"),
-        }
-    }));
+        },
+    ));
     for path in ["/v1/fail", "/v1/nostore", "/v1/429", "/v1/garbage"] {
         svc.clone().oneshot(req(Method::GET, path)).await.unwrap();
         svc.clone().oneshot(req(Method::GET, path)).await.unwrap();
@@ -171,8 +210,11 @@ async fn only_complete_successful_envelopes_are_stored() {
 async fn a_body_over_the_entry_limit_streams_through_uncached() {
     static BIG: [u8; 4096] = [b'x'; 4096];
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new()))
-        .layer(upstream(calls.clone(), Duration::ZERO, |_| Ok(Response::new(body::full(Bytes::from_static(&BIG))))));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::ZERO,
+        |_| Ok(Response::new(body::full(Bytes::from_static(&BIG)))),
+    ));
     for _ in 0..2 {
         let (status, _, body) = read(svc.clone().oneshot(req(Method::GET, "/v1/big")).await.unwrap()).await;
         assert_eq!((status, body.len()), (StatusCode::OK, 4096));
@@ -183,8 +225,11 @@ async fn a_body_over_the_entry_limit_streams_through_uncached() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_leader_hands_over_to_a_follower() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new()))
-        .layer(upstream(calls.clone(), Duration::from_secs(1), |_| ok(OK)));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::from_secs(1),
+        |_| ok(OK),
+    ));
     let leader = tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")));
     tokio::time::sleep(Duration::from_millis(10)).await;
     let follower = tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")));

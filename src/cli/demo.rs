@@ -104,8 +104,7 @@ async fn drive(args: &DemoArgs) -> Result<bool, Box<dyn std::error::Error>> {
     }
     let elapsed = started.elapsed();
     let stats = mock.stats();
-    let t = tally.lock();
-    let ok = report(args, &t, total, stats.requests, stats.rate_limited, elapsed);
+    let ok = report(args, &tally.lock(), total, stats.requests, stats.rate_limited, elapsed);
     app.shutdown().await;
     mock.shutdown().await;
     Ok(ok)
@@ -121,7 +120,9 @@ fn request_for(i: u64) -> Request<Full<Bytes>> {
         _ => (
             Method::POST,
             "/v1/invoices".to_string(),
-            Some(r#"{"customerId":"CUSTOMER","items":[{"description":"Demo line","quantity":2,"unitPrice":12.5}],"dueDate":"2026-12-31"}"#),
+            Some(
+                r#"{"customerId":"CUSTOMER","items":[{"description":"Demo line","quantity":2,"unitPrice":12.5}],"dueDate":"2026-12-31"}"#,
+            ),
         ),
     };
     let mut b = Request::builder().method(method).uri(path).header("x-client-id", format!("svc-{}", i % 3));
@@ -136,8 +137,9 @@ async fn one_request(client: &DemoClient, addr: SocketAddr, i: u64, tally: &park
     if req.method() == Method::POST {
         // Create invoices for a real customer: ask (through the proxy) for the first one.
         let customer = first_customer(client, addr).await.unwrap_or_default();
-        let body = String::from_utf8_lossy(&req.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default())
-            .replace("CUSTOMER", &customer);
+        let body =
+            String::from_utf8_lossy(&req.body().clone().collect().await.map(|c| c.to_bytes()).unwrap_or_default())
+                .replace("CUSTOMER", &customer);
         *req.body_mut() = Full::new(Bytes::from(body));
     }
     let uri = format!("http://{addr}{}", req.uri()).parse().expect("valid uri");
@@ -183,9 +185,20 @@ fn report(args: &DemoArgs, t: &Tally, total: u64, upstream: u64, upstream_429: u
     println!("  upstream calls           {upstream}");
     println!("  upstream 429s            {upstream_429}");
     println!("  elapsed                  {:.2}s ({windows:.1} windows)", elapsed.as_secs_f64());
-    println!("  upstream rate            {rate:.1} per window = {:.0}% of the limit ({})", 100.0 * rate / f64::from(args.limit), args.limit);
-    println!("  client latency p50/p99   {:.0}ms / {:.0}ms", pct(0.5).as_secs_f64() * 1e3, pct(0.99).as_secs_f64() * 1e3);
+    println!(
+        "  upstream rate            {rate:.1} per window = {:.0}% of the limit ({})",
+        100.0 * rate / f64::from(args.limit),
+        args.limit
+    );
+    println!(
+        "  client latency p50/p99   {:.0}ms / {:.0}ms",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
     let pass = client_429 == 0 && upstream_429 == 0 && t.transport_errors == 0 && ok == total;
-    println!("  result                   {}", if pass { "PASS: zero 429s, every request answered 2xx" } else { "FAIL" });
+    println!(
+        "  result                   {}",
+        if pass { "PASS: zero 429s, every request answered 2xx" } else { "FAIL" }
+    );
     pass
 }

@@ -57,10 +57,7 @@ enum ReadBody {
 }
 
 /// Serve one request.
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let at = Instant::now();
     if req.uri().path() == STATS_PATH {
         return Ok(stats_response(&shared));
@@ -85,12 +82,8 @@ pub(crate) async fn handle(
 /// An allowed request: auth, body size, then the route.
 fn answer(shared: &Shared, parts: &http::request::Parts, body: &ReadBody) -> Reply {
     if !authorized(&parts.headers, &shared.key) {
-        return Reply::error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Missing or invalid API key",
-        )
-        .with_header(header::WWW_AUTHENTICATE, "Bearer");
+        return Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid API key")
+            .with_header(header::WWW_AUTHENTICATE, "Bearer");
     }
     let bytes = match body {
         ReadBody::Ok(bytes) => bytes,
@@ -99,37 +92,23 @@ fn answer(shared: &Shared, parts: &http::request::Parts, body: &ReadBody) -> Rep
             return Reply::error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message);
         }
         ReadBody::Failed => {
-            return Reply::error(
-                StatusCode::BAD_REQUEST,
-                "validation_error",
-                "Request body could not be read",
-            );
+            return Reply::error(StatusCode::BAD_REQUEST, "validation_error", "Request body could not be read");
         }
     };
     let now = rfc3339(shared.clock.system_time_at(Instant::now()));
-    let call = Call {
-        method: &parts.method,
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        body: bytes,
-        now,
-    };
+    let call = Call { method: &parts.method, path: parts.uri.path(), query: parts.uri.query(), body: bytes, now };
     dispatch(call, &shared.store)
 }
 
 /// `Authorization: Bearer <key>` with the account's key (scheme case-insensitive).
 fn authorized(headers: &http::HeaderMap, key: &Secret) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some((scheme, token)) = value.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer")
-        && constant_time_eq(token.trim().as_bytes(), key.expose().as_bytes())
+    scheme.eq_ignore_ascii_case("bearer") && constant_time_eq(token.trim().as_bytes(), key.expose().as_bytes())
 }
 
 /// Compare without an early exit on the first differing byte.
@@ -145,37 +124,18 @@ async fn read_body(incoming: Incoming) -> ReadBody {
     }
 }
 
-fn record(
-    shared: &Shared,
-    at: Instant,
-    parts: &http::request::Parts,
-    body: &ReadBody,
-    route: Option<&Route>,
-) {
+fn record(shared: &Shared, at: Instant, parts: &http::request::Parts, body: &ReadBody, route: Option<&Route>) {
     let body = match body {
         ReadBody::Ok(b) | ReadBody::TooLarge(b) => b.clone(),
         ReadBody::Failed => Bytes::new(),
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string());
-    let key = format!(
-        "{} {}",
-        parts.method,
-        route.map_or("other", Route::template)
-    );
+    let path_and_query = parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_string(), |pq| pq.to_string());
+    let key = format!("{} {}", parts.method, route.map_or("other", Route::template));
     let mut headers = parts.headers.clone();
     if let Some(auth) = headers.get_mut(header::AUTHORIZATION) {
         auth.set_sensitive(true); // a recorded request's `Debug` must not print the key
     }
-    let request = RecordedRequest {
-        at,
-        method: parts.method.clone(),
-        path_and_query,
-        headers,
-        body,
-    };
+    let request = RecordedRequest { at, method: parts.method.clone(), path_and_query, headers, body };
     let mut log = shared.log.lock();
     log.stats.requests += 1;
     *log.stats.by_path.entry(key).or_default() += 1;
@@ -206,10 +166,7 @@ fn stats_response(shared: &Shared) -> Response<Body> {
 /// Render with `meta` and `Date` from the mock's clock at this moment.
 fn finish(shared: &Shared, reply: Reply, head: bool) -> Response<Body> {
     let now = shared.clock.system_time_at(Instant::now());
-    let meta = Meta {
-        timestamp: rfc3339(now),
-        request_id: new_request_id(),
-    };
+    let meta = Meta { timestamp: rfc3339(now), request_id: new_request_id() };
     let mut res = reply.render(&meta, head);
     if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(now)) {
         res.headers_mut().insert(header::DATE, date);

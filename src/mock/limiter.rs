@@ -78,10 +78,7 @@ pub(crate) struct MockClock {
 impl MockClock {
     /// Anchor `clock` (already skewed) at tokio's now.
     pub fn new(clock: EpochClock) -> Self {
-        Self {
-            base: clock.since_epoch(),
-            start: Instant::now(),
-        }
+        Self { base: clock.since_epoch(), start: Instant::now() }
     }
 
     /// Time since start at `now`.
@@ -119,19 +116,9 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     /// A limiter on the mock's clock.
-    pub fn new(
-        kind: WindowKind,
-        limit: u32,
-        window: Duration,
-        external_rate: f64,
-        clock: MockClock,
-    ) -> Self {
+    pub fn new(kind: WindowKind, limit: u32, window: Duration, external_rate: f64, clock: MockClock) -> Self {
         let window = window.clamp(Duration::from_millis(1), LONGEST);
-        let external_rate = if external_rate.is_finite() {
-            external_rate.max(0.0)
-        } else {
-            0.0
-        };
+        let external_rate = if external_rate.is_finite() { external_rate.max(0.0) } else { 0.0 };
         Self {
             kind,
             limit,
@@ -147,11 +134,7 @@ impl Limiter {
 
     /// Make the next `count` requests get a 429, resetting `reset_in` after each one arrives.
     pub fn force(&mut self, count: u32, reset_in: Duration, headers: ForcedHeaders) {
-        self.force = (count > 0).then_some(ForcePlan {
-            count,
-            reset_in: reset_in.min(LONGEST),
-            headers,
-        });
+        self.force = (count > 0).then_some(ForcePlan { count, reset_in: reset_in.min(LONGEST), headers });
     }
 
     /// Decide one request arriving at `now`, spending budget only when it is allowed.
@@ -181,10 +164,7 @@ impl Limiter {
         let reset_at = elapsed + plan.reset_in;
         quota.reset = ceil_secs(self.base + reset_at);
         quota.retry_after = ceil_secs(plan.reset_in);
-        Some(Forced {
-            headers: plan.headers,
-            quota,
-        })
+        Some(Forced { headers: plan.headers, quota })
     }
 
     fn quota(&self, elapsed: Duration, usage: &Usage, limited: bool) -> Quota {
@@ -192,11 +172,7 @@ impl Limiter {
         let remaining = u64::from(self.limit).saturating_sub(usage.used);
         Quota {
             limit: self.limit,
-            remaining: if limited {
-                0
-            } else {
-                u32::try_from(remaining).unwrap_or(u32::MAX)
-            },
+            remaining: if limited { 0 } else { u32::try_from(remaining).unwrap_or(u32::MAX) },
             reset: ceil_secs(self.base + frees_at),
             retry_after: ceil_secs(frees_at.saturating_sub(elapsed)),
         }
@@ -224,15 +200,11 @@ impl Limiter {
         if index != self.fixed.0 {
             self.fixed = (index, 0);
         }
-        let window_start =
-            Duration::from_millis(u64::try_from(u128::from(index) * window_ms).unwrap_or(u64::MAX));
+        let window_start = Duration::from_millis(u64::try_from(u128::from(index) * window_ms).unwrap_or(u64::MAX));
         let window_end = window_start + self.window;
         let counted_from = window_start.saturating_sub(self.base);
         let external = self.external_between(counted_from, elapsed);
-        Usage {
-            used: self.fixed.1.saturating_add(external),
-            frees_at: Some(window_end.saturating_sub(self.base)),
-        }
+        Usage { used: self.fixed.1.saturating_add(external), frees_at: Some(window_end.saturating_sub(self.base)) }
     }
 
     /// Sliding: our logged requests and the other consumer's in `(elapsed - window, elapsed]`.
@@ -246,22 +218,14 @@ impl Limiter {
         }
         let from = horizon.unwrap_or(Duration::ZERO);
         let external = self.external_between(from, elapsed);
-        let oldest_external =
-            (external > 0).then(|| self.external_nth(self.external_count(from).saturating_add(1)));
-        let oldest = [self.log.front().copied(), oldest_external]
-            .into_iter()
-            .flatten()
-            .min();
-        Usage {
-            used: (self.log.len() as u64).saturating_add(external),
-            frees_at: oldest.map(|t| t + self.window),
-        }
+        let oldest_external = (external > 0).then(|| self.external_nth(self.external_count(from).saturating_add(1)));
+        let oldest = [self.log.front().copied(), oldest_external].into_iter().flatten().min();
+        Usage { used: (self.log.len() as u64).saturating_add(external), frees_at: oldest.map(|t| t + self.window) }
     }
 
     /// The other consumer's requests made in `(from, to]` (elapsed times).
     fn external_between(&self, from: Duration, to: Duration) -> u64 {
-        self.external_count(to)
-            .saturating_sub(self.external_count(from))
+        self.external_count(to).saturating_sub(self.external_count(from))
     }
 
     /// The other consumer's requests made in `(0, t]`: one every `1 / rate` seconds.
@@ -275,8 +239,7 @@ impl Limiter {
 
     /// When the other consumer makes its `k`-th request (k ≥ 1), as elapsed time.
     fn external_nth(&self, k: u64) -> Duration {
-        Duration::try_from_secs_f64(k as f64 / self.external_rate)
-            .map_or(LONGEST, |d| d.min(LONGEST))
+        Duration::try_from_secs_f64(k as f64 / self.external_rate).map_or(LONGEST, |d| d.min(LONGEST))
     }
 }
 

@@ -47,9 +47,7 @@ impl FromStr for WindowKind {
         match s.trim().to_ascii_lowercase().as_str() {
             "fixed" => Ok(Self::Fixed),
             "sliding" => Ok(Self::Sliding),
-            other => Err(format!(
-                "unknown window kind {other:?} (expected \"fixed\" or \"sliding\")"
-            )),
+            other => Err(format!("unknown window kind {other:?} (expected \"fixed\" or \"sliding\")")),
         }
     }
 }

@@ -35,10 +35,7 @@ pub(crate) struct Pagination {
 #[derive(Debug)]
 pub(crate) enum Payload {
     /// A success envelope.
-    Data {
-        data: Value,
-        pagination: Option<Pagination>,
-    },
+    Data { data: Value, pagination: Option<Pagination> },
     /// An error envelope.
     Error { kind: &'static str, message: String },
     /// A JSON document outside the envelope (the stats endpoint).
@@ -56,35 +53,17 @@ pub(crate) struct Reply {
 impl Reply {
     /// A success envelope with `data`.
     pub fn data(status: StatusCode, data: Value) -> Self {
-        Self::new(
-            status,
-            Payload::Data {
-                data,
-                pagination: None,
-            },
-        )
+        Self::new(status, Payload::Data { data, pagination: None })
     }
 
     /// A 200 list envelope with `pagination`.
     pub fn list(data: Value, pagination: Pagination) -> Self {
-        Self::new(
-            StatusCode::OK,
-            Payload::Data {
-                data,
-                pagination: Some(pagination),
-            },
-        )
+        Self::new(StatusCode::OK, Payload::Data { data, pagination: Some(pagination) })
     }
 
     /// An error envelope.
     pub fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self::new(
-            status,
-            Payload::Error {
-                kind,
-                message: message.into(),
-            },
-        )
+        Self::new(status, Payload::Error { kind, message: message.into() })
     }
 
     /// A raw JSON document.
@@ -101,11 +80,7 @@ impl Reply {
     }
 
     fn new(status: StatusCode, payload: Payload) -> Self {
-        Self {
-            status,
-            payload,
-            headers: HeaderMap::new(),
-        }
+        Self { status, payload, headers: HeaderMap::new() }
     }
 
     /// The usual rate-limit headers of an answer.
@@ -117,30 +92,19 @@ impl Reply {
 
     /// A 429 over budget: `Remaining: 0` and `Retry-After`.
     pub fn limited(q: &Quota) -> Self {
-        Self::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
-            rate_limit_message(q.retry_after),
-        )
-        .with_quota(q)
-        .with_header(header::RETRY_AFTER, &q.retry_after.to_string())
+        Self::error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", rate_limit_message(q.retry_after))
+            .with_quota(q)
+            .with_header(header::RETRY_AFTER, &q.retry_after.to_string())
     }
 
     /// A forced 429 carrying exactly the headers asked for.
     pub fn forced(q: &Quota, headers: ForcedHeaders) -> Self {
-        let reply = Self::error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_exceeded",
-            rate_limit_message(q.retry_after),
-        );
+        let reply =
+            Self::error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", rate_limit_message(q.retry_after));
         match headers {
             ForcedHeaders::RateLimit => reply.with_quota(q),
-            ForcedHeaders::RetryAfterSeconds => {
-                reply.with_header(header::RETRY_AFTER, &q.retry_after.to_string())
-            }
-            ForcedHeaders::RetryAfterDate => {
-                reply.with_header(header::RETRY_AFTER, &http_date(q.reset))
-            }
+            ForcedHeaders::RetryAfterSeconds => reply.with_header(header::RETRY_AFTER, &q.retry_after.to_string()),
+            ForcedHeaders::RetryAfterDate => reply.with_header(header::RETRY_AFTER, &http_date(q.reset)),
             ForcedHeaders::None => reply,
         }
     }
@@ -152,10 +116,7 @@ impl Reply {
         *res.status_mut() = self.status;
         let headers = res.headers_mut();
         *headers = self.headers;
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         res
     }

@@ -80,11 +80,7 @@ pub(crate) struct Call<'a> {
 /// Answer an authorised `/v1` request.
 pub(crate) fn dispatch(call: Call<'_>, store: &Mutex<Store>) -> Reply {
     let Some(route) = Route::parse(call.path) else {
-        return Reply::error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("No route for {}", call.path),
-        );
+        return Reply::error(StatusCode::NOT_FOUND, "not_found", format!("No route for {}", call.path));
     };
     if !route.allowed().contains(call.method) {
         return method_not_allowed(&route, call.method);
@@ -104,20 +100,12 @@ pub(crate) fn dispatch(call: Call<'_>, store: &Mutex<Store>) -> Reply {
 fn method_not_allowed(route: &Route, method: &Method) -> Reply {
     let allow: Vec<&str> = route.allowed().iter().map(Method::as_str).collect();
     let message = format!("Method {method} is not allowed on {}", route.template());
-    Reply::error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        message,
-    )
-    .with_header(header::ALLOW, &allow.join(", "))
+    Reply::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        .with_header(header::ALLOW, &allow.join(", "))
 }
 
 fn list_invoices(query: &[(String, String)], store: &Store) -> Reply {
-    let customer = query
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "customerId")
-        .map(|(_, v)| v.as_str());
+    let customer = query.iter().rev().find(|(k, _)| k == "customerId").map(|(_, v)| v.as_str());
     page(query, &store.invoices(customer))
 }
 
@@ -132,11 +120,7 @@ fn page<T: Serialize>(query: &[(String, String)], all: &[T]) -> Reply {
         Err(message) => return Reply::error(StatusCode::BAD_REQUEST, "validation_error", message),
     };
     let items: Vec<&T> = all.iter().skip(paging.offset).take(paging.limit).collect();
-    let pagination = Pagination {
-        total: all.len(),
-        offset: paging.offset,
-        limit: paging.limit,
-    };
+    let pagination = Pagination { total: all.len(), offset: paging.offset, limit: paging.limit };
     Reply::list(to_json(&items), pagination)
 }
 
@@ -173,11 +157,7 @@ fn delete_invoice(id: &str, store: &mut Store) -> Reply {
 }
 
 fn not_found(what: &str, id: &str) -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("{what} {id} not found"),
-    )
+    Reply::error(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
 }
 
 fn to_json<T: Serialize + ?Sized>(value: &T) -> Value {
@@ -188,16 +168,8 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> Value {
 pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s)
-            .decode_utf8_lossy()
-            .into_owned()
+        percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
     };
-    let pairs = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty());
-    pairs
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
+    let pairs = query.unwrap_or_default().split('&').filter(|p| !p.is_empty());
+    pairs.map(|p| p.split_once('=').unwrap_or((p, ""))).map(|(k, v)| (decode(k), decode(v))).collect()
 }

@@ -44,13 +44,7 @@ impl MockServer {
         let listener = TcpListener::bind(cfg.listen).await?;
         let addr = listener.local_addr()?;
         let clock = MockClock::new(EpochClock::system().shifted(cfg.clock_skew_ms));
-        let limiter = Limiter::new(
-            cfg.window_kind,
-            cfg.limit,
-            cfg.window,
-            cfg.external_rate,
-            clock,
-        );
+        let limiter = Limiter::new(cfg.window_kind, cfg.limit, cfg.window, cfg.external_rate, clock);
         let shared = Arc::new(Shared {
             key: cfg.key,
             latency: cfg.latency,
@@ -63,13 +57,7 @@ impl MockServer {
         let acceptor = cfg.tls.map(TlsAcceptor::from);
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
-        Ok(MockServer {
-            addr,
-            https,
-            shared,
-            stop,
-            task: Some(task),
-        })
+        Ok(MockServer { addr, https, shared, stop, task: Some(task) })
     }
 
     /// The bound address.
@@ -171,12 +159,7 @@ async fn accept_loop(
             },
         };
         let watcher = graceful.watcher();
-        conns.spawn(connection(
-            stream,
-            acceptor.clone(),
-            shared.clone(),
-            watcher,
-        ));
+        conns.spawn(connection(stream, acceptor.clone(), shared.clone(), watcher));
     }
     drop(listener);
     let _ = tokio::time::timeout(GRACE, graceful.shutdown()).await;

@@ -94,11 +94,7 @@ impl Store {
     pub fn seeded() -> Self {
         let customers: Vec<Customer> = (0..CUSTOMERS).map(seed_customer).collect();
         let invoices = (0..INVOICES).map(|i| seed_invoice(i, &customers)).collect();
-        Self {
-            customers,
-            invoices,
-            next_invoice: INVOICES,
-        }
+        Self { customers, invoices, next_invoice: INVOICES }
     }
 
     /// All customers, in seed order.
@@ -113,7 +109,7 @@ impl Store {
 
     /// Invoices in creation order, optionally of one customer.
     pub fn invoices(&self, customer_id: Option<&str>) -> Vec<&Invoice> {
-        let wanted = |inv: &&Invoice| customer_id.map_or(true, |c| inv.customer_id == c);
+        let wanted = |inv: &&Invoice| customer_id.is_none_or(|c| inv.customer_id == c);
         self.invoices.iter().filter(wanted).collect()
     }
 
@@ -167,17 +163,12 @@ pub(crate) fn invoice_id(index: u32) -> String {
 fn seed_customer(index: u32) -> Customer {
     let i = index as usize;
     let (first, second) = (NAME_FIRST[i % 5], NAME_SECOND[(i / 5) % 5]);
-    let slug: String = format!("{first}{second}")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
+    let slug: String = format!("{first}{second}").chars().filter(|c| !c.is_whitespace()).collect();
     Customer {
         id: customer_id(index),
         name: format!("{first} {second}"),
         email: format!("billing@{}.example", slug.to_ascii_lowercase()),
-        created_at: timestamp(
-            SEED_EPOCH + u64::from(index) * 3 * DAY + u64::from(mix(index, 7) % DAY as u32),
-        ),
+        created_at: timestamp(SEED_EPOCH + u64::from(index) * 3 * DAY + u64::from(mix(index, 7) % DAY as u32)),
     }
 }
 
@@ -204,11 +195,7 @@ fn seed_invoice(index: u32, customers: &[Customer]) -> Invoice {
 
 fn seed_item(r: u32) -> Item {
     let (description, unit_price) = PRODUCTS[(r as usize) % PRODUCTS.len()];
-    Item {
-        description: description.to_string(),
-        quantity: u64::from(1 + (r >> 4) % 5),
-        unit_price,
-    }
+    Item { description: description.to_string(), quantity: u64::from(1 + (r >> 4) % 5), unit_price }
 }
 
 fn timestamp(epoch_secs: u64) -> String {

@@ -20,18 +20,10 @@ pub(crate) struct Paging {
 
 /// Read paging from query pairs: offset ≥ 0 (default 0), 1 ≤ limit ≤ 100 (default 10).
 pub(crate) fn parse_paging(query: &[(String, String)]) -> Result<Paging, String> {
-    let get = |name: &str| {
-        query
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| query.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let offset = match get("offset") {
         None => 0,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| "offset must be a non-negative integer".to_string())?,
+        Some(v) => v.parse::<usize>().map_err(|_| "offset must be a non-negative integer".to_string())?,
     };
     let limit = match get("limit") {
         None => DEFAULT_LIMIT,
@@ -45,35 +37,21 @@ pub(crate) fn parse_paging(query: &[(String, String)]) -> Result<Paging, String>
 
 /// Parse and check a new invoice against the store's customers.
 pub(crate) fn parse_new_invoice(body: &[u8], store: &Store) -> Result<NewInvoice, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
     let obj = value.as_object().ok_or("body must be a JSON object")?;
     let customer_id = customer_id(obj, store)?;
     let items = items(obj)?;
     let due_date = due_date(obj)?;
-    Ok(NewInvoice {
-        customer_id,
-        items,
-        due_date,
-    })
+    Ok(NewInvoice { customer_id, items, due_date })
 }
 
 fn customer_id(obj: &Map<String, Value>, store: &Store) -> Result<String, String> {
-    let id = obj
-        .get("customerId")
-        .and_then(Value::as_str)
-        .ok_or("customerId is required and must be a string")?;
-    store
-        .customer(id)
-        .map(|c| c.id.clone())
-        .ok_or_else(|| format!("customerId {id:?} is not a known customer"))
+    let id = obj.get("customerId").and_then(Value::as_str).ok_or("customerId is required and must be a string")?;
+    store.customer(id).map(|c| c.id.clone()).ok_or_else(|| format!("customerId {id:?} is not a known customer"))
 }
 
 fn items(obj: &Map<String, Value>) -> Result<Vec<Item>, String> {
-    let items = obj
-        .get("items")
-        .and_then(Value::as_array)
-        .ok_or("items is required and must be an array")?;
+    let items = obj.get("items").and_then(Value::as_array).ok_or("items is required and must be an array")?;
     if items.is_empty() {
         return Err("items must not be empty".into());
     }
@@ -81,9 +59,7 @@ fn items(obj: &Map<String, Value>) -> Result<Vec<Item>, String> {
 }
 
 fn item(i: usize, v: &Value) -> Result<Item, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("items[{i}] must be an object"))?;
+    let obj = v.as_object().ok_or_else(|| format!("items[{i}] must be an object"))?;
     let description = match obj.get("description").and_then(Value::as_str) {
         Some(d) if !d.trim().is_empty() => d.to_string(),
         _ => return Err(format!("items[{i}].description must be a non-empty string")),
@@ -96,18 +72,11 @@ fn item(i: usize, v: &Value) -> Result<Item, String> {
         Some(p) if p.is_finite() && p >= 0.0 => p,
         _ => return Err(format!("items[{i}].unitPrice must be a number >= 0")),
     };
-    Ok(Item {
-        description,
-        quantity,
-        unit_price,
-    })
+    Ok(Item { description, quantity, unit_price })
 }
 
 fn due_date(obj: &Map<String, Value>) -> Result<String, String> {
-    let date = obj
-        .get("dueDate")
-        .and_then(Value::as_str)
-        .ok_or("dueDate is required (YYYY-MM-DD)")?;
+    let date = obj.get("dueDate").and_then(Value::as_str).ok_or("dueDate is required (YYYY-MM-DD)")?;
     if is_calendar_date(date) {
         Ok(date.to_string())
     } else {
@@ -121,9 +90,7 @@ pub(crate) fn is_calendar_date(s: &str) -> bool {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
         return false;
     }

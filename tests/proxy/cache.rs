@@ -9,7 +9,9 @@ use serde_json::json;
 
 use crate::support::{self, assert_envelope, client};
 
-async fn setup(tweak: impl FnOnce(&mut racknap_proxy::Config)) -> (racknap_proxy::mock::MockServer, racknap_proxy::App) {
+async fn setup(
+    tweak: impl FnOnce(&mut racknap_proxy::Config),
+) -> (racknap_proxy::mock::MockServer, racknap_proxy::App) {
     let up = support::upstream_with(1000, Duration::from_secs(60), |m| m.latency = Duration::from_millis(100)).await;
     let mut cfg = support::config(&up, 1000, Duration::from_secs(60));
     tweak(&mut cfg);

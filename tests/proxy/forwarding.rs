@@ -41,7 +41,12 @@ async fn post_body_method_and_query_arrive_intact() {
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&last.body).unwrap(), invoice);
     let q = c.get(&format!("/v1/invoices?customerId={customer}&limit=5&offset=0")).await;
     assert_eq!(q.status, 200);
-    assert!(up.requests().last().unwrap().path_and_query.ends_with(&format!("?customerId={customer}&limit=5&offset=0")));
+    assert!(up
+        .requests()
+        .last()
+        .unwrap()
+        .path_and_query
+        .ends_with(&format!("?customerId={customer}&limit=5&offset=0")));
 }
 
 #[tokio::test]
@@ -77,7 +82,8 @@ async fn oversized_bodies_get_413_and_never_reach_upstream() {
     cfg.server.max_request_body = bytesize::ByteSize::kib(1);
     let app = support::proxy(&cfg).await;
     let big = Bytes::from(vec![b'x'; 4096]);
-    let a = client(app.proxy_addr).send(Method::POST, "/v1/invoices", &[("content-type", "application/json")], big).await;
+    let a =
+        client(app.proxy_addr).send(Method::POST, "/v1/invoices", &[("content-type", "application/json")], big).await;
     assert_envelope(&a, 413, "proxy_payload_too_large");
     assert!(up.requests().is_empty());
 }

@@ -5,6 +5,6 @@ mod support;
 mod cache;
 mod forwarding;
 mod pacing;
+mod process;
 mod retry;
 mod tls;
-mod process;

@@ -62,7 +62,17 @@ async fn the_first_request_probes_until_the_first_answer() {
     let probe = b.try_acquire(now).expect("the first request goes at once");
     advance(Duration::from_secs(5)).await;
     assert!(b.try_acquire(Instant::now()).is_err(), "no second request before the probe is answered");
-    b.observe(Some(probe), &Observation { status: 200, remaining: Some(50), reset_after: Some(Duration::from_secs(30)), limit: Some(100), ..Default::default() }, Instant::now());
+    b.observe(
+        Some(probe),
+        &Observation {
+            status: 200,
+            remaining: Some(50),
+            reset_after: Some(Duration::from_secs(30)),
+            limit: Some(100),
+            ..Default::default()
+        },
+        Instant::now(),
+    );
     b.finish(probe);
     assert!(b.try_acquire(Instant::now()).is_ok(), "opens up once the server told the truth");
 }
@@ -71,7 +81,12 @@ async fn the_first_request_probes_until_the_first_answer() {
 async fn a_429_closes_the_gate_until_the_reset() {
     let b = learned(100, W, 0.0);
     let t = b.try_acquire(Instant::now()).unwrap();
-    let obs = Observation { status: 429, remaining: Some(0), reset_after: Some(Duration::from_secs(2)), ..Default::default() };
+    let obs = Observation {
+        status: 429,
+        remaining: Some(0),
+        reset_after: Some(Duration::from_secs(2)),
+        ..Default::default()
+    };
     b.observe(Some(t), &obs, Instant::now());
     let opens = b.try_acquire(Instant::now()).unwrap_err();
     assert_eq!(opens - Instant::now(), Duration::from_secs(2));
@@ -84,7 +99,12 @@ async fn a_429_closes_the_gate_until_the_reset() {
 async fn a_429_with_remaining_left_is_a_limit_all_the_same() {
     let b = learned(100, W, 0.0);
     let t = b.try_acquire(Instant::now()).unwrap();
-    let obs = Observation { status: 429, remaining: Some(40), retry_after: Some(Duration::from_secs(3)), ..Default::default() };
+    let obs = Observation {
+        status: 429,
+        remaining: Some(40),
+        retry_after: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
     b.observe(Some(t), &obs, Instant::now());
     assert_eq!(b.try_acquire(Instant::now()).unwrap_err() - Instant::now(), Duration::from_secs(3));
 }
@@ -102,7 +122,12 @@ async fn remaining_budget_is_spread_evenly_until_the_reset() {
     // Someone else spent most of the window: 9 left, reset in 10 s.
     let b = learned(1000, W, 0.0);
     let t = b.try_acquire(Instant::now()).unwrap();
-    let obs = Observation { status: 200, remaining: Some(9), reset_after: Some(Duration::from_secs(10)), ..Default::default() };
+    let obs = Observation {
+        status: 200,
+        remaining: Some(9),
+        reset_after: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
     b.observe(Some(t), &obs, Instant::now());
     let start = Instant::now();
     let sent = drain_for(&b, Duration::from_millis(9_999)).await;
@@ -118,7 +143,12 @@ async fn remaining_counts_our_later_sends_as_unseen() {
     advance(Duration::from_millis(100)).await;
     let _second = b.try_acquire(Instant::now()).unwrap();
     // The answer to the first arrives after the second was sent: remaining 1 may not count it.
-    let obs = Observation { status: 200, remaining: Some(1), reset_after: Some(Duration::from_secs(30)), ..Default::default() };
+    let obs = Observation {
+        status: 200,
+        remaining: Some(1),
+        reset_after: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
     b.observe(Some(first), &obs, Instant::now());
     let next = b.try_acquire(Instant::now()).unwrap_err();
     assert_eq!(next - Instant::now(), Duration::from_secs(30), "nothing left until the reset");
@@ -146,7 +176,15 @@ async fn refund_returns_the_send() {
 async fn snapshot_reports_the_servers_view() {
     let b = learned(1000, W, 0.0);
     let t = b.try_acquire(Instant::now()).unwrap();
-    let obs = Observation { status: 200, limit: Some(1000), remaining: Some(700), reset_after: Some(Duration::from_secs(20)), reset_epoch: Some(1_800_000_000), clock_offset_secs: Some(-30), ..Default::default() };
+    let obs = Observation {
+        status: 200,
+        limit: Some(1000),
+        remaining: Some(700),
+        reset_after: Some(Duration::from_secs(20)),
+        reset_epoch: Some(1_800_000_000),
+        clock_offset_secs: Some(-30),
+        ..Default::default()
+    };
     b.observe(Some(t), &obs, Instant::now());
     let s = b.snapshot(Instant::now());
     assert_eq!((s.limit, s.remaining, s.reset_in), (1000, 700, Duration::from_secs(20)));

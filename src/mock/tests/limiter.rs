@@ -20,13 +20,7 @@ fn clock(skew_ms: i64) -> MockClock {
 }
 
 fn limiter(kind: WindowKind, limit: u32, window_secs: u64, external_rate: f64) -> Limiter {
-    Limiter::new(
-        kind,
-        limit,
-        Duration::from_secs(window_secs),
-        external_rate,
-        clock(0),
-    )
+    Limiter::new(kind, limit, Duration::from_secs(window_secs), external_rate, clock(0))
 }
 
 fn allowed(v: Verdict) -> Quota {
@@ -47,20 +41,14 @@ fn limited(v: Verdict) -> Quota {
 async fn fixed_window_resets_at_the_aligned_boundary() {
     let mut l = limiter(WindowKind::Fixed, 3, 60, 0.0);
     advance(Duration::from_secs(20)).await;
-    let remaining: Vec<u32> = (0..3)
-        .map(|_| allowed(l.admit(Instant::now())).remaining)
-        .collect();
+    let remaining: Vec<u32> = (0..3).map(|_| allowed(l.admit(Instant::now())).remaining).collect();
     assert_eq!(remaining, [2, 1, 0]);
     let q = limited(l.admit(Instant::now()));
     assert_eq!((q.remaining, q.reset, q.retry_after), (0, BASE + 60, 40));
 
     advance(Duration::from_millis(39_999)).await;
     let q = limited(l.admit(Instant::now()));
-    assert_eq!(
-        (q.reset, q.retry_after),
-        (BASE + 60, 1),
-        "rounded up, never early"
-    );
+    assert_eq!((q.reset, q.retry_after), (BASE + 60, 1), "rounded up, never early");
 
     advance(Duration::from_millis(1)).await;
     let q = allowed(l.admit(Instant::now()));
@@ -88,19 +76,11 @@ async fn sliding_window_frees_one_slot_when_the_oldest_expires() {
 
     advance(Duration::from_secs(1)).await;
     let q = limited(l.admit(Instant::now()));
-    assert_eq!(
-        (q.reset, q.retry_after),
-        (BASE + 10, 5),
-        "the request at 0 s frees at 10 s"
-    );
+    assert_eq!((q.reset, q.retry_after), (BASE + 10, 5), "the request at 0 s frees at 10 s");
 
     advance(Duration::from_secs(5)).await;
     let q = allowed(l.admit(Instant::now()));
-    assert_eq!(
-        (q.remaining, q.reset),
-        (0, BASE + 14),
-        "one slot freed; next frees at 4 + 10 s"
-    );
+    assert_eq!((q.remaining, q.reset), (0, BASE + 14), "one slot freed; next frees at 4 + 10 s");
     advance(Duration::from_secs(1)).await;
     assert_eq!(limited(l.admit(Instant::now())).retry_after, 3);
 }
@@ -124,11 +104,7 @@ async fn external_consumer_fills_a_sliding_window() {
     assert_eq!(allowed(l.admit(Instant::now())).remaining, 1);
     assert_eq!(allowed(l.admit(Instant::now())).remaining, 0);
     let q = limited(l.admit(Instant::now()));
-    assert_eq!(
-        (q.reset, q.retry_after),
-        (BASE + 31, 1),
-        "its request at 21 s frees at 31 s"
-    );
+    assert_eq!((q.reset, q.retry_after), (BASE + 31, 1), "its request at 21 s frees at 31 s");
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,15 +128,8 @@ async fn clock_skew_shifts_date_and_reset_together() {
                 (date, q.reset - date)
             })
             .collect();
-        assert_eq!(
-            deltas[0].0 - deltas[1].0,
-            60,
-            "{kind:?}: the Dates are 60 s apart"
-        );
-        assert_eq!(
-            deltas[0].1, deltas[1].1,
-            "{kind:?}: Reset − Date does not depend on skew"
-        );
+        assert_eq!(deltas[0].0 - deltas[1].0, 60, "{kind:?}: the Dates are 60 s apart");
+        assert_eq!(deltas[0].1, deltas[1].1, "{kind:?}: Reset − Date does not depend on skew");
         assert!(deltas[0].1 > 0 && deltas[0].1 <= 60, "{kind:?}: {deltas:?}");
     }
 }
@@ -172,14 +141,9 @@ async fn forced_429s_spend_nothing_and_reset_from_arrival() {
     l.force(2, Duration::from_millis(2_500), ForcedHeaders::RateLimit);
     advance(Duration::from_secs(5)).await;
     for _ in 0..2 {
-        let Verdict::Forced(f) = l.admit(Instant::now()) else {
-            panic!("forced")
-        };
+        let Verdict::Forced(f) = l.admit(Instant::now()) else { panic!("forced") };
         assert_eq!(f.headers, ForcedHeaders::RateLimit);
-        assert_eq!(
-            (f.quota.remaining, f.quota.reset, f.quota.retry_after),
-            (9, BASE + 8, 3)
-        );
+        assert_eq!((f.quota.remaining, f.quota.reset, f.quota.retry_after), (9, BASE + 8, 3));
     }
     assert_eq!(allowed(l.admit(Instant::now())).remaining, 8);
 }

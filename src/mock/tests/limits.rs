@@ -26,17 +26,11 @@ fn assert_limited(a: &Answer, window: Duration) {
     assert_eq!(a.error_type(), "rate_limit_exceeded");
     assert_eq!(a.number("x-ratelimit-remaining"), 0);
     let retry_after = a.number("retry-after");
-    assert!(
-        retry_after >= 1 && retry_after <= window.as_secs(),
-        "Retry-After {retry_after}"
-    );
+    assert!(retry_after >= 1 && retry_after <= window.as_secs(), "Retry-After {retry_after}");
     let until_reset = a.number("x-ratelimit-reset") - a.date();
     // Date is stamped a moment after the decision, so allow a second either way.
     let expected = retry_after.saturating_sub(1)..=retry_after + 1;
-    assert!(
-        expected.contains(&until_reset),
-        "Reset − Date {until_reset} vs Retry-After {retry_after}"
-    );
+    assert!(expected.contains(&until_reset), "Reset − Date {until_reset} vs Retry-After {retry_after}");
 }
 
 async fn fourth_request_is_limited(kind: WindowKind) {
@@ -85,24 +79,13 @@ async fn budget_comes_back_after_a_tiny_window() {
 
 #[tokio::test]
 async fn every_answer_spends_budget_except_429s() {
-    let server = start(limited_config(
-        WindowKind::Fixed,
-        3,
-        Duration::from_secs(3600),
-    ))
-    .await;
+    let server = start(limited_config(WindowKind::Fixed, 3, Duration::from_secs(3600))).await;
     let client = TestClient::new(&server);
-    client
-        .send(Method::GET, "/v1/customers", Some("sk_wrong"), None)
-        .await;
+    client.send(Method::GET, "/v1/customers", Some("sk_wrong"), None).await;
     client.get("/v1/invoices/inv_invalid").await;
     client.get("/v1/invoices?limit=0").await;
     let limited = client.get("/v1/customers").await;
-    assert_eq!(
-        limited.status,
-        StatusCode::TOO_MANY_REQUESTS,
-        "401, 404 and 400 each spent one"
-    );
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "401, 404 and 400 each spent one");
 }
 
 #[tokio::test]
@@ -112,14 +95,8 @@ async fn external_consumer_spends_the_same_budget() {
     let server = start(cfg).await;
     let client = TestClient::new(&server);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let remaining = client
-        .get("/v1/customers")
-        .await
-        .number("x-ratelimit-remaining");
-    assert!(
-        remaining <= 1000 - 1 - 15,
-        "the other consumer spent about 20: {remaining}"
-    );
+    let remaining = client.get("/v1/customers").await.number("x-ratelimit-remaining");
+    assert!(remaining <= 1000 - 1 - 15, "the other consumer spent about 20: {remaining}");
 }
 
 #[tokio::test]
@@ -130,10 +107,7 @@ async fn clock_skew_moves_the_date_header() {
     let a = TestClient::new(&server).get("/v1/customers").await;
     let ours = EpochClock::system().since_epoch().as_secs();
     let ahead = a.date() as i64 - ours as i64;
-    assert!(
-        (3595..=3605).contains(&ahead),
-        "Date is an hour ahead: {ahead}"
-    );
+    assert!((3595..=3605).contains(&ahead), "Date is an hour ahead: {ahead}");
     assert!(a.number("x-ratelimit-reset") > a.date());
 }
 
@@ -147,11 +121,7 @@ async fn forced(headers: ForcedHeaders) -> (Answer, Answer, Answer) {
     assert_eq!(forced.status, StatusCode::TOO_MANY_REQUESTS, "{headers:?}");
     assert_eq!(forced.error_type(), "rate_limit_exceeded");
     assert_eq!(after.status, StatusCode::OK, "only one was forced");
-    assert_eq!(
-        after.number("x-ratelimit-remaining"),
-        998,
-        "the forced 429 spent nothing"
-    );
+    assert_eq!(after.number("x-ratelimit-remaining"), 998, "the forced 429 spent nothing");
     assert_eq!((server.stats().forced, server.stats().rate_limited), (1, 1));
     (before, forced, after)
 }
@@ -159,11 +129,7 @@ async fn forced(headers: ForcedHeaders) -> (Answer, Answer, Answer) {
 #[tokio::test]
 async fn forced_429_with_rate_limit_headers() {
     let (_, f, _) = forced(ForcedHeaders::RateLimit).await;
-    assert_eq!(
-        f.number("x-ratelimit-remaining"),
-        999,
-        "Remaining is given as it is"
-    );
+    assert_eq!(f.number("x-ratelimit-remaining"), 999, "Remaining is given as it is");
     assert!((30..=31).contains(&(f.number("x-ratelimit-reset") - f.date())));
     assert!(f.header("retry-after").is_none());
 }
@@ -178,29 +144,16 @@ async fn forced_429_with_retry_after_seconds() {
 #[tokio::test]
 async fn forced_429_with_retry_after_date() {
     let (_, f, _) = forced(ForcedHeaders::RetryAfterDate).await;
-    let when = httpdate::parse_http_date(f.header("retry-after").expect("Retry-After"))
-        .expect("HTTP-date");
-    let when = when
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("after epoch")
-        .as_secs();
-    assert!(
-        (30..=31).contains(&(when - f.date())),
-        "Retry-After date − Date = {}",
-        when - f.date()
-    );
+    let when = httpdate::parse_http_date(f.header("retry-after").expect("Retry-After")).expect("HTTP-date");
+    let when = when.duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_secs();
+    assert!((30..=31).contains(&(when - f.date())), "Retry-After date − Date = {}", when - f.date());
     assert!(f.header("x-ratelimit-reset").is_none());
 }
 
 #[tokio::test]
 async fn forced_429_with_no_headers() {
     let (_, f, _) = forced(ForcedHeaders::None).await;
-    for name in [
-        "retry-after",
-        "x-ratelimit-limit",
-        "x-ratelimit-remaining",
-        "x-ratelimit-reset",
-    ] {
+    for name in ["retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
         assert!(f.header(name).is_none(), "{name}");
     }
     assert!(f.header("date").is_some());

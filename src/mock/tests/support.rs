@@ -27,9 +27,7 @@ pub fn config() -> MockConfig {
 
 /// Start a mock with `cfg`.
 pub async fn start(cfg: MockConfig) -> MockServer {
-    MockServer::start(cfg)
-        .await
-        .expect("mock binds 127.0.0.1:0")
+    MockServer::start(cfg).await.expect("mock binds 127.0.0.1:0")
 }
 
 /// A skew that puts the mock's clock in the middle of a fixed `window` right now, so a
@@ -57,27 +55,19 @@ impl Answer {
 
     /// A header parsed as a number.
     pub fn number(&self, name: &str) -> u64 {
-        self.header(name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("numeric {name} header"))
+        self.header(name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("numeric {name} header"))
     }
 
     /// `Date` as epoch seconds.
     pub fn date(&self) -> u64 {
         let date = self.header("date").expect("Date header");
         let t = httpdate::parse_http_date(date).expect("HTTP-date");
-        t.duration_since(std::time::UNIX_EPOCH)
-            .expect("after epoch")
-            .as_secs()
+        t.duration_since(std::time::UNIX_EPOCH).expect("after epoch").as_secs()
     }
 
     /// The error envelope's `type`.
     pub fn error_type(&self) -> &str {
-        assert_eq!(
-            self.json["success"], false,
-            "an error envelope: {}",
-            self.json
-        );
+        assert_eq!(self.json["success"], false, "an error envelope: {}", self.json);
         self.json["error"]["type"].as_str().expect("error.type")
     }
 }
@@ -92,10 +82,7 @@ impl TestClient {
     /// A client for `server`.
     pub fn new(server: &MockServer) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self {
-            base: server.base_url(),
-            client,
-        }
+        Self { base: server.base_url(), client }
     }
 
     /// `method path` with the right key.
@@ -109,16 +96,8 @@ impl TestClient {
     }
 
     /// Send with an optional bearer key and JSON body.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<&str>,
-    ) -> Answer {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
+    pub async fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<&str>) -> Answer {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
         if let Some(key) = key {
             req = req.header("authorization", format!("Bearer {key}"));
         }
@@ -134,16 +113,7 @@ impl TestClient {
         let res = self.client.request(req).await.expect("mock answers");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
-        let json = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).expect("JSON body")
-        };
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            json,
-        }
+        let json = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).expect("JSON body") };
+        Answer { status: parts.status, headers: parts.headers, body, json }
     }
 }

@@ -16,8 +16,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .expect("self-signed cert");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("self-signed cert");
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
     let mut server = rustls::ServerConfig::builder_with_provider(provider())
@@ -46,29 +45,18 @@ async fn serves_https_over_h2() {
     let server = start(cfg).await;
     assert!(server.base_url().starts_with("https://127.0.0.1:"));
 
-    let tcp = tokio::net::TcpStream::connect(server.addr())
-        .await
-        .expect("connect");
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("server name");
-    let tls = TlsConnector::from(client_tls)
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = TlsConnector::from(client_tls).connect(name, tcp).await.expect("TLS handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .expect("h2");
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
     tokio::spawn(conn);
 
-    let req = Request::get(format!(
-        "{}/v1/customers/{}",
-        server.base_url(),
-        crate::mock::store::customer_id(0)
-    ))
-    .header("authorization", format!("Bearer {KEY}"))
-    .body(Empty::<Bytes>::new())
-    .expect("request");
+    let req = Request::get(format!("{}/v1/customers/{}", server.base_url(), crate::mock::store::customer_id(0)))
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Empty::<Bytes>::new())
+        .expect("request");
     let res = sender.send_request(req).await.expect("response");
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers().contains_key("x-ratelimit-reset"));

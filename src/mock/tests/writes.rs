@@ -13,28 +13,16 @@ async fn invalid_invoice_bodies_are_rejected_naming_the_field() {
     let item = r#"{"description":"Colocation","quantity":2,"unitPrice":75}"#;
     let cases = [
         ("{not json".to_string(), "JSON"),
-        (
-            format!(r#"{{"customerId":"{cust}","dueDate":"2026-07-01"}}"#),
-            "items",
-        ),
-        (
-            format!(r#"{{"customerId":"{cust}","items":[],"dueDate":"2026-07-01"}}"#),
-            "items",
-        ),
+        (format!(r#"{{"customerId":"{cust}","dueDate":"2026-07-01"}}"#), "items"),
+        (format!(r#"{{"customerId":"{cust}","items":[],"dueDate":"2026-07-01"}}"#), "items"),
         (
             format!(
                 r#"{{"customerId":"{cust}","items":[{{"description":"x","quantity":0,"unitPrice":1}}],"dueDate":"2026-07-01"}}"#
             ),
             "items[0].quantity",
         ),
-        (
-            format!(r#"{{"customerId":"{cust}","items":[{item}],"dueDate":"2026-02-30"}}"#),
-            "dueDate",
-        ),
-        (
-            format!(r#"{{"customerId":"cust_nothere","items":[{item}],"dueDate":"2026-07-01"}}"#),
-            "customerId",
-        ),
+        (format!(r#"{{"customerId":"{cust}","items":[{item}],"dueDate":"2026-02-30"}}"#), "dueDate"),
+        (format!(r#"{{"customerId":"cust_nothere","items":[{item}],"dueDate":"2026-07-01"}}"#), "customerId"),
     ];
     for (body, field) in cases {
         let a = client.call(Method::POST, "/v1/invoices", Some(&body)).await;
@@ -54,46 +42,24 @@ async fn created_invoice_can_be_read_back_then_deleted() {
         customer_id(2)
     );
     let created = client.call(Method::POST, "/v1/invoices", Some(&body)).await;
-    assert_eq!(
-        (created.status, created.json["code"].as_u64()),
-        (StatusCode::CREATED, Some(201))
-    );
-    let id = created.json["data"]["id"]
-        .as_str()
-        .expect("new id")
-        .to_string();
+    assert_eq!((created.status, created.json["code"].as_u64()), (StatusCode::CREATED, Some(201)));
+    let id = created.json["data"]["id"].as_str().expect("new id").to_string();
     assert!(id.starts_with("inv_") && id.len() == 12);
-    assert_eq!(
-        created.header("location"),
-        Some(format!("/v1/invoices/{id}").as_str())
-    );
+    assert_eq!(created.header("location"), Some(format!("/v1/invoices/{id}").as_str()));
     assert_eq!(created.json["data"]["amount"].as_f64(), Some(35.5));
     assert_eq!(created.json["data"]["status"], "PENDING");
 
     let read = client.get(&format!("/v1/invoices/{id}")).await;
     assert_eq!(read.json["data"], created.json["data"]);
-    assert_eq!(
-        client.get("/v1/invoices").await.json["pagination"]["total"].as_u64(),
-        Some(251)
-    );
+    assert_eq!(client.get("/v1/invoices").await.json["pagination"]["total"].as_u64(), Some(251));
 
-    let deleted = client
-        .call(Method::DELETE, &format!("/v1/invoices/{id}"), None)
-        .await;
+    let deleted = client.call(Method::DELETE, &format!("/v1/invoices/{id}"), None).await;
     assert_eq!(
-        (
-            deleted.json["data"]["id"].as_str(),
-            deleted.json["data"]["deleted"].as_bool()
-        ),
+        (deleted.json["data"]["id"].as_str(), deleted.json["data"]["deleted"].as_bool()),
         (Some(&*id), Some(true))
     );
-    assert_eq!(
-        client.get(&format!("/v1/invoices/{id}")).await.status,
-        StatusCode::NOT_FOUND
-    );
-    let again = client
-        .call(Method::DELETE, &format!("/v1/invoices/{id}"), None)
-        .await;
+    assert_eq!(client.get(&format!("/v1/invoices/{id}")).await.status, StatusCode::NOT_FOUND);
+    let again = client.call(Method::DELETE, &format!("/v1/invoices/{id}"), None).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
 }
 
