@@ -43,6 +43,7 @@ pub(crate) struct Log {
 pub(crate) struct Shared {
     pub key: Secret,
     pub latency: Duration,
+    pub cache_headers: Vec<(http::HeaderName, HeaderValue)>,
     pub clock: MockClock,
     pub limiter: Mutex<Limiter>,
     pub store: Mutex<Store>,
@@ -73,7 +74,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resul
     let reply = match verdict {
         Verdict::Forced(f) => Reply::forced(&f.quota, f.headers),
         Verdict::Limited(q) => Reply::limited(&q),
-        Verdict::Allowed(q) => answer(&shared, &parts, &body).with_quota(&q),
+        Verdict::Allowed(q) => conditional(&shared, &parts, answer(&shared, &parts, &body)).with_quota(&q),
     };
     count_outcome(&shared, reply.status, matches!(verdict, Verdict::Forced(_)));
     Ok(finish(&shared, reply, parts.method == Method::HEAD))
@@ -98,6 +99,24 @@ fn answer(shared: &Shared, parts: &http::request::Parts, body: &ReadBody) -> Rep
     let now = rfc3339(shared.clock.system_time_at(Instant::now()));
     let call = Call { method: &parts.method, path: parts.uri.path(), query: parts.uri.query(), body: bytes, now };
     dispatch(call, &shared.store)
+}
+
+/// A 200 read gets its `ETag` and the configured cache headers; a matching `If-None-Match`
+/// turns it into a 304.
+fn conditional(shared: &Shared, parts: &http::request::Parts, reply: Reply) -> Reply {
+    let read = parts.method == Method::GET || parts.method == Method::HEAD;
+    let Some(etag) = reply.etag().filter(|_| read && reply.status == StatusCode::OK) else {
+        return reply;
+    };
+    let mut reply = reply.with_header(header::ETAG, &etag);
+    for (name, value) in &shared.cache_headers {
+        reply.headers.insert(name.clone(), value.clone());
+    }
+    let matches = parts.headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok());
+    if matches.flat_map(|v| v.split(',')).any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == etag) {
+        return reply.not_modified();
+    }
+    reply
 }
 
 /// `Authorization: Bearer <key>` with the account's key (scheme case-insensitive).
@@ -152,6 +171,7 @@ fn count_outcome(shared: &Shared, status: StatusCode, forced: bool) {
             stats.forced += u64::from(forced);
         }
         StatusCode::UNAUTHORIZED => stats.unauthorized += 1,
+        StatusCode::NOT_MODIFIED => stats.not_modified += 1,
         s if s.is_client_error() => stats.client_errors += 1,
         _ => {}
     }

@@ -10,6 +10,9 @@
 //! advances with `tokio::time::Instant`, so tests under `tokio::time::pause()` see `Date`
 //! and `X-RateLimit-Reset` move with virtual time.
 //!
+//! Every 200 answer to a `GET`/`HEAD` carries a strong `ETag` (a hash of `data` and
+//! `pagination`, not `meta`), and a matching `If-None-Match` gets `304 Not Modified`.
+//!
 //! `GET /__mock/stats` returns [`MockStats`] as JSON; it needs no auth and is neither rate
 //! limited, counted nor recorded.
 
@@ -73,6 +76,8 @@ pub struct MockConfig {
     pub latency: Duration,
     /// When set, serve HTTPS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Headers added to every 200 answer to a `GET`/`HEAD` (e.g. `Cache-Control`, `Vary`).
+    pub cache_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl MockConfig {
@@ -89,6 +94,7 @@ impl MockConfig {
             external_rate: 0.0,
             latency: Duration::ZERO,
             tls: None,
+            cache_headers: Vec::new(),
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct MockStats {
     pub forced: u64,
     /// 401 answers.
     pub unauthorized: u64,
+    /// 304 answers to `If-None-Match`.
+    pub not_modified: u64,
     /// Other 4xx answers (400, 404, 405, 413).
     pub client_errors: u64,
     /// Requests per route, keyed `"METHOD /v1/invoices/{id}"` (unknown paths as `"METHOD other"`).

@@ -48,6 +48,7 @@ impl MockServer {
         let shared = Arc::new(Shared {
             key: cfg.key,
             latency: cfg.latency,
+            cache_headers: cfg.cache_headers,
             clock,
             limiter: Mutex::new(limiter),
             store: Mutex::new(Store::seeded()),
