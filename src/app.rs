@@ -80,16 +80,8 @@ impl App {
         let b = &cfg.budget;
         let budget: Arc<dyn Budget> = Arc::new(LocalBudget::new(b.limit.get(), b.window, b.headroom));
         let queue = Queue::spawn(budget.clone(), cfg.queue.capacity);
-        let cache = CacheStore::new(
-            CacheSettings {
-                enabled: cfg.cache.enabled,
-                account: "default".into(),
-                ttl: cfg.cache.ttl,
-                max_bytes: cfg.cache.max_bytes.as_u64(),
-                max_entry_bytes: usize::try_from(cfg.cache.max_entry_bytes.as_u64()).unwrap_or(usize::MAX),
-            },
-            metrics.clone(),
-        );
+        let cache = CacheStore::new(CacheSettings::from_config(&cfg.cache, "default"), metrics.clone())
+            .with_budget(budget.clone()); // read only: is the account limited (stale serving)
         let retry = RetryPolicy { max_attempts: cfg.retry.max_attempts.get(), max_wait: cfg.retry.max_wait };
         let forward =
             Forward::new(http, base.clone(), keys.clone(), queue.clone(), metrics.clone(), clock, cfg.upstream.timeout);

@@ -138,6 +138,15 @@ pub struct CacheConfig {
     pub max_bytes: ByteSize,
     /// Bodies above this size are passed through, not cached.
     pub max_entry_bytes: ByteSize,
+    /// Freshness per collection, replacing `ttl` there: `"/v1/customers" = "5m"`.
+    pub ttl_by_collection: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// How long past expiry an entry may still be served (`X-Cache: STALE`) while the account
+    /// is rate limited or the upstream fails; zero turns stale serving off.
+    #[serde(with = "humantime_serde")]
+    pub stale_max: Duration,
+    /// Serve a stale entry instead of queueing when the budget is spent for longer than this.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_wait: Duration,
 }
 
 /// `[log]`
@@ -211,6 +220,9 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(30),
             max_bytes: ByteSize::mib(64),
             max_entry_bytes: ByteSize::mib(1),
+            ttl_by_collection: std::collections::BTreeMap::new(),
+            stale_max: Duration::ZERO,
+            stale_if_wait: Duration::from_secs(1),
         }
     }
 }
@@ -220,7 +232,6 @@ impl Default for LogConfig {
         Self { format: LogFormat::Text, level: "info".into() }
     }
 }
-
 
 /// A configuration problem: names the key and says what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +302,17 @@ impl Config {
         }
         if self.cache.enabled && self.cache.ttl.is_zero() {
             return Err(invalid("cache.ttl", "must be greater than zero (or set cache.enabled = false)"));
+        }
+        for (collection, ttl) in &self.cache.ttl_by_collection {
+            if !collection.starts_with("/v1/") || collection.ends_with('/') || collection[4..].contains('/') {
+                return Err(invalid(
+                    "cache.ttl_by_collection",
+                    format!("{collection:?} is not a collection like \"/v1/customers\""),
+                ));
+            }
+            if ttl.is_zero() {
+                return Err(invalid("cache.ttl_by_collection", format!("{collection:?}: must be greater than zero")));
+            }
         }
         if self.cache.max_entry_bytes > self.cache.max_bytes {
             return Err(invalid("cache.max_entry_bytes", "must not exceed cache.max_bytes"));

@@ -27,8 +27,14 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// Requests the proxy refused or failed itself, by error type.
     pub refused: IntCounterVec,
-    /// Cache lookups, by result (hit, miss, coalesced, bypass).
+    /// Cache lookups, by result (hit, miss, coalesced, stale, revalidated, bypass).
     pub cache_lookups: IntCounterVec,
+    /// Entries dropped by the cache on its own, by cause (size, expired).
+    pub cache_evictions: IntCounterVec,
+    /// Upstream requests the cache made unnecessary: hits, coalesced followers, stale serves.
+    pub cache_saved: IntCounter,
+    /// Conditional requests for stored entries, by result (not_modified, modified).
+    pub cache_revalidations: IntCounterVec,
     /// Entries in the cache.
     pub cache_entries: IntGauge,
     /// Bytes in the cache.
@@ -89,6 +95,18 @@ impl Metrics {
             )),
             cache_lookups: reg!(IntCounterVec::new(
                 Opts::new(name("cache_lookups_total"), "GET cache lookups by result"),
+                &["result"]
+            )),
+            cache_evictions: reg!(IntCounterVec::new(
+                Opts::new(name("cache_evictions_total"), "GET cache entries evicted, by cause"),
+                &["cause"]
+            )),
+            cache_saved: reg!(IntCounter::new(
+                name("cache_upstream_requests_saved_total"),
+                "Upstream requests the cache made unnecessary (hits, coalesced, stale)"
+            )),
+            cache_revalidations: reg!(IntCounterVec::new(
+                Opts::new(name("cache_revalidations_total"), "Conditional requests for stored entries, by result"),
                 &["result"]
             )),
             cache_entries: reg!(IntGauge::new(name("cache_entries"), "Entries in the GET cache")),
