@@ -304,7 +304,8 @@ impl Config {
             return Err(invalid("cache.ttl", "must be greater than zero (or set cache.enabled = false)"));
         }
         for (collection, ttl) in &self.cache.ttl_by_collection {
-            if !collection.starts_with("/v1/") || collection.ends_with('/') || collection[4..].contains('/') {
+            let segments: Vec<&str> = collection.split('/').collect();
+            if !matches!(segments.as_slice(), ["", version, name] if !version.is_empty() && !name.is_empty()) {
                 return Err(invalid(
                     "cache.ttl_by_collection",
                     format!("{collection:?} is not a collection like \"/v1/customers\""),
