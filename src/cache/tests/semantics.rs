@@ -24,9 +24,9 @@ use crate::{
     metrics::Metrics,
 };
 
-/// A Budget whose gate the test opens and closes.
+/// A Budget whose gate the test opens and closes, and whose remaining budget it can spend.
 #[derive(Default)]
-struct Gate(AtomicBool);
+struct Gate(AtomicBool, AtomicBool);
 
 impl Budget for Gate {
     fn try_acquire(&self, _: Instant) -> Result<Ticket, Instant> {
@@ -42,8 +42,8 @@ impl Budget for Gate {
         Snapshot {
             limit: 10,
             window: Duration::from_secs(60),
-            remaining: 5,
-            reset_in: Duration::from_secs(1),
+            remaining: if self.1.load(Ordering::SeqCst) { 0 } else { 5 },
+            reset_in: Duration::from_secs(if self.1.load(Ordering::SeqCst) { 20 } else { 1 }),
             gated: self.0.load(Ordering::SeqCst),
             server_reset_epoch: None,
             clock_offset_secs: None,
@@ -195,9 +195,25 @@ async fn an_expired_entry_is_served_stale_while_the_gate_is_closed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expired_entry_is_served_stale_when_the_budget_is_spent_beyond_the_wait_bound() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Gate::default());
+    let store = CacheStore::new(stale_settings(), Metrics::new()).with_budget(gate.clone());
+    let svc = CacheLayer::new(store).layer(upstream(calls.clone(), Duration::ZERO, |_| ok(OK)));
+    let get = || svc.clone().oneshot(req(Method::GET, "/v1/customers"));
+    get().await.unwrap();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(read(get().await.unwrap()).await.1.as_deref(), Some("MISS"), "budget left: no reason for stale");
+    tokio::time::advance(Duration::from_secs(31)).await;
+    gate.1.store(true, Ordering::SeqCst); // nothing left for 20 s, more than stale_if_wait (1 s)
+    assert_eq!(read(get().await.unwrap()).await.1.as_deref(), Some("STALE"));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn stale_serving_is_off_by_default() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(Gate(AtomicBool::new(true)));
+    let gate = Arc::new(Gate(AtomicBool::new(true), AtomicBool::new(true)));
     let store = CacheStore::new(settings(), Metrics::new()).with_budget(gate);
     let svc = CacheLayer::new(store).layer(upstream(calls.clone(), Duration::ZERO, |_| ok(OK)));
     svc.clone().oneshot(req(Method::GET, "/v1/customers")).await.unwrap();
