@@ -284,3 +284,49 @@ async fn ttl_by_collection_is_read_from_the_config_file() {
     let bad = racknap_proxy::Config::from_toml("[cache.ttl_by_collection]\n\"/v1/\" = \"5m\"\n").unwrap();
     assert!(bad.validate().unwrap_err().to_string().contains("cache.ttl_by_collection"));
 }
+
+#[tokio::test]
+async fn a_delete_drops_the_item_and_its_listings_but_not_other_collections() {
+    let (up, app) = setup(|_| {}).await;
+    let c = client(app.proxy_addr);
+    let listing = c.get("/v1/invoices?limit=1").await;
+    let id = listing.json()["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(c.get(&format!("/v1/invoices/{id}")).await.status, 200);
+    c.get("/v1/customers").await;
+    assert_eq!(c.send(Method::DELETE, &format!("/v1/invoices/{id}"), &[], Bytes::new()).await.status, 200);
+    assert_eq!(c.get(&format!("/v1/invoices/{id}")).await.status, 404, "the deleted item is not served from the cache");
+    let after = c.get("/v1/invoices?limit=1").await;
+    assert_ne!(after.json()["data"][0]["id"], listing.json()["data"][0]["id"], "the listing was dropped too");
+    assert_eq!(c.get("/v1/customers").await.header("x-cache"), Some("HIT"));
+    assert_eq!(up.stats().requests, 6);
+}
+
+#[tokio::test]
+async fn ttl_by_collection_keeps_customers_longer_than_invoices() {
+    let (_up, app) = setup(|c| {
+        c.cache.ttl = Duration::from_millis(300);
+        c.cache.ttl_by_collection.insert("/v1/customers".into(), Duration::from_secs(60).into());
+    })
+    .await;
+    let c = client(app.proxy_addr);
+    c.get("/v1/customers").await;
+    c.get("/v1/invoices").await;
+    tokio::time::sleep(Duration::from_millis(400)).await; // the TTLs themselves are what is tested
+    assert_eq!(c.get("/v1/customers").await.header("x-cache"), Some("HIT"));
+    assert_eq!(c.get("/v1/invoices").await.header("x-cache"), Some("REVALIDATED"));
+}
+
+#[tokio::test]
+async fn a_full_cache_evicts_and_counts_it() {
+    let (_up, app) = setup(|c| {
+        c.cache.max_bytes = bytesize::ByteSize::kib(16);
+        c.cache.max_entry_bytes = bytesize::ByteSize::kib(8);
+    })
+    .await;
+    let c = client(app.proxy_addr);
+    for offset in 0..12 {
+        assert_eq!(c.get(&format!("/v1/invoices?limit=5&offset={offset}")).await.status, 200);
+    }
+    assert!(support::metric(&app, "racknap_proxy_cache_evictions_total{cause=\"size\"}").await >= 1.0);
+    assert!(support::metric(&app, "racknap_proxy_cache_bytes").await <= 16.0 * 1024.0);
+}
