@@ -216,7 +216,8 @@ where
             store.0.metrics.cache_saved.inc();
             return Ok(e.respond(CacheStatus::Hit, now));
         }
-        let stale = entry.clone().filter(|e| !refresh && e.may_serve_stale(now));
+        // A client that bounds the age it accepts (max-age) or wants a fresh answer gets no stale one.
+        let stale = entry.clone().filter(|e| !refresh && directives.max_age.is_none() && e.may_serve_stale(now));
         if directives.only_if_cached {
             return Err(ProxyError::NotCached);
         }

@@ -208,6 +208,8 @@ async fn an_expired_entry_is_served_stale_when_the_budget_is_spent_beyond_the_wa
     gate.1.store(true, Ordering::SeqCst); // nothing left for 20 s, more than stale_if_wait (1 s)
     assert_eq!(read(get().await.unwrap()).await.1.as_deref(), Some("STALE"));
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let bounded = svc.clone().oneshot(get_with("/v1/customers", &[("cache-control", "max-age=60")])).await.unwrap();
+    assert_eq!(read(bounded).await.1.as_deref(), Some("MISS"), "a client bounding the age gets no stale answer");
 }
 
 #[tokio::test(start_paused = true)]
