@@ -24,6 +24,7 @@ use crate::{
     error::ProxyError,
 };
 
+mod encoding;
 mod flight;
 pub mod freshness;
 pub mod key;

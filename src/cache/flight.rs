@@ -16,6 +16,7 @@ use tokio::{sync::OnceCell, time::Instant};
 use tower::{Service, ServiceExt};
 
 use super::{
+    encoding::{encoding_accepted, is_success},
     freshness::storage,
     key::{collection_of, parse_vary, CacheKey, ResourceKey},
     store::{mark, to_response, Entry, Stored},
@@ -24,7 +25,6 @@ use super::{
 use crate::{
     body::{self, collect_bounded, Collected},
     context::{duplicate, ProxyRequest, ProxyResponse},
-    envelope,
     error::ProxyError,
 };
 
@@ -150,7 +150,8 @@ where
     /// key its `Vary` names, unless a write to its collection happened meanwhile.
     async fn maybe_store(&self, miss: &Miss, stored: &Arc<Stored>, request_headers: &HeaderMap) {
         let inner = &self.store.0;
-        if stored.status != StatusCode::OK || !envelope::is_success(&stored.body) {
+        let decoded_limit = inner.settings.max_entry_bytes.saturating_mul(8); // a bound on what a check may inflate
+        if stored.status != StatusCode::OK || !is_success(&stored.headers, &stored.body, decoded_limit) {
             return;
         }
         if !encoding_accepted(request_headers, &stored.headers) {
@@ -236,26 +237,4 @@ fn strip_moment_headers(headers: &mut HeaderMap) {
     for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after", "age"] {
         headers.remove(name);
     }
-}
-
-/// Whether the answer's `Content-Encoding` is one the request's `Accept-Encoding` names with a
-/// non-zero weight (`identity` and no encoding always are).
-pub(super) fn encoding_accepted(request: &HeaderMap, response: &HeaderMap) -> bool {
-    let codings: Vec<String> = response
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty() && c != "identity")
-        .collect();
-    codings.iter().all(|c| {
-        request.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
-            |offer| {
-                let mut parts = offer.split(';');
-                let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-                let zero = parts.any(|p| p.trim().replace(' ', "").trim_start_matches("q=").parse::<f32>() == Ok(0.0));
-                name == *c && !zero
-            },
-        )
-    })
 }

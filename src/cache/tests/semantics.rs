@@ -255,11 +255,20 @@ async fn an_expired_entry_is_served_stale_when_the_upstream_fails_unless_it_must
 
 #[tokio::test(start_paused = true)]
 async fn a_compressed_body_is_never_served_to_a_client_that_did_not_ask_for_it() {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(OK.as_bytes()).unwrap();
+    let gz = Bytes::from(encoder.finish().unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
     let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
         calls.clone(),
         Duration::ZERO,
-        |_| with(&[("content-encoding", "gzip")], OK), // a JSON body labelled gzip: only the labels matter here
+        move |_| {
+            // An upstream that compresses whether asked or not.
+            let mut resp = Response::new(body::full(gz.clone()));
+            resp.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+            Ok(resp)
+        },
     ));
     let x = |h: &'static [(&'static str, &'static str)]| {
         let svc = svc.clone();
