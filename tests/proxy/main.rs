@@ -4,6 +4,7 @@ mod support;
 
 mod cache;
 mod forwarding;
+mod h2c;
 mod pacing;
 mod process;
 mod retry;
