@@ -113,3 +113,102 @@ fn read_key_file(path: &std::path::Path) -> std::io::Result<Secret> {
         std::io::Error::new(std::io::ErrorKind::InvalidData, format!("key file {} is empty", path.display()))
     })
 }
+
+/// One inbound token: the client's name (its fairness and log identity) and its secret.
+/// Written `name:token` in the config and in token files; serialised as `name:<redacted>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundToken {
+    /// The client this token names.
+    pub name: Arc<str>,
+    /// The token itself.
+    pub token: Secret,
+}
+
+impl InboundToken {
+    /// Parse `name:token`; both parts must be non-empty, the name at most 64 visible ASCII bytes.
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let (name, token) = line.trim().split_once(':').ok_or("expected name:token")?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the name before ':' must be 1 to 64 visible ASCII characters".into());
+        }
+        let token = Secret::new(token).ok_or("the token after ':' is empty")?;
+        Ok(Self { name: Arc::from(name), token })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for InboundToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        // The error never repeats the input: it may hold a token.
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for InboundToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}:<redacted>", self.name))
+    }
+}
+
+/// The tokens that may use the proxy. Checking a presented token compares it against every
+/// token in constant time (per token; only the length of a mismatching token can leak).
+#[derive(Clone, Debug, Default)]
+pub struct TokenSet {
+    tokens: Arc<[InboundToken]>,
+}
+
+impl TokenSet {
+    /// The tokens from the config plus those in `file` (`name:token` per line; blank lines and
+    /// `#` comments skipped). Errors name the file and line, never the token.
+    pub fn load(listed: &[InboundToken], file: Option<&std::path::Path>) -> Result<Self, String> {
+        let mut tokens = listed.to_vec();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                tokens.push(InboundToken::parse(line).map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?);
+            }
+        }
+        Ok(Self { tokens: tokens.into() })
+    }
+
+    /// Whether any token is configured (inbound authentication is on).
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The name of the client whose token is `presented`, if any.
+    pub fn verify(&self, presented: &[u8]) -> Option<Arc<str>> {
+        use subtle::ConstantTimeEq;
+        let mut found = None;
+        for t in self.tokens.iter() {
+            // No early exit: every token is compared whatever matched before.
+            let equal: bool = t.token.expose().as_bytes().ct_eq(presented).into();
+            if equal && found.is_none() {
+                found = Some(t.name.clone());
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_parse_verify_and_never_print() {
+        let t = InboundToken::parse("billing:tok_abcdef123").unwrap();
+        assert!(!format!("{t:?}").contains("tok_abcdef123"));
+        assert!(InboundToken::parse("nocolon").is_err());
+        assert!(InboundToken::parse("name:").is_err());
+        let set = TokenSet::load(&[t], None).unwrap();
+        assert_eq!(set.verify(b"tok_abcdef123").as_deref(), Some("billing"));
+        assert_eq!(set.verify(b"tok_abcdef12"), None);
+        assert_eq!(set.verify(b""), None);
+    }
+}
