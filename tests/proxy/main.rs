@@ -6,5 +6,7 @@ mod cache;
 mod forwarding;
 mod pacing;
 mod process;
+mod raw;
 mod retry;
+mod security;
 mod tls;
