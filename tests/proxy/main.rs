@@ -4,6 +4,7 @@ mod support;
 
 mod cache;
 mod forwarding;
+mod limits;
 mod pacing;
 mod process;
 mod raw;
