@@ -3,6 +3,7 @@
 mod support;
 
 mod cache;
+mod echo;
 mod forwarding;
 mod limits;
 mod pacing;
