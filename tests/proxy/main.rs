@@ -10,5 +10,6 @@ mod pacing;
 mod process;
 mod raw;
 mod retry;
+mod rotation;
 mod security;
 mod tls;
