@@ -5,6 +5,7 @@ mod support;
 mod cache;
 mod echo;
 mod forwarding;
+mod hygiene;
 mod limits;
 mod pacing;
 mod process;
