@@ -266,3 +266,66 @@ mod faithful {
         assert_eq!(echo.produced.load(Ordering::Relaxed), echo::BIG);
     }
 }
+
+mod tls_identity {
+    //! Host and the TLS server name are the upstream's, whatever the client says.
+
+    use std::{sync::Arc, time::Duration};
+
+    use bytes::Bytes;
+    use http::Method;
+    use parking_lot::Mutex;
+    use rustls::{
+        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+        server::{ClientHello, ResolvesServerCert},
+        sign::CertifiedKey,
+    };
+
+    use crate::support::{self, client};
+
+    #[derive(Debug)]
+    struct RecordSni {
+        inner: Arc<dyn ResolvesServerCert>,
+        seen: Arc<Mutex<Vec<Option<String>>>>,
+    }
+
+    impl ResolvesServerCert for RecordSni {
+        fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            self.seen.lock().push(hello.server_name().map(str::to_owned));
+            self.inner.resolve(hello)
+        }
+    }
+
+    #[tokio::test]
+    async fn host_and_sni_are_the_upstreams_not_the_clients() {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("racknap-proxy-sni-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.cert.der().to_vec())], key)
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        tls.cert_resolver = Arc::new(RecordSni { inner: tls.cert_resolver.clone(), seen: seen.clone() });
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let up = support::upstream_with(1000, Duration::from_secs(60), |m| m.tls = Some(Arc::new(tls))).await;
+        let mut cfg = support::config(&up, 1000, Duration::from_secs(60));
+        cfg.upstream.url = format!("https://localhost:{}", up.addr().port());
+        cfg.upstream.ca_file = Some(ca);
+        let app = support::proxy(&cfg).await;
+        let hdrs = [("host", "evil.example"), ("x-forwarded-host", "evil.example")];
+        let a = client(app.proxy_addr).send(Method::GET, "/v1/customers", &hdrs, Bytes::new()).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(*seen.lock(), [Some("localhost".to_owned())], "SNI is the upstream's name");
+        let r = up.requests().pop().unwrap();
+        let host =
+            r.headers.get("host").map(|h| h.to_str().unwrap().to_owned()).unwrap_or_else(|| "(h2 :authority)".into());
+        assert!(host == format!("localhost:{}", up.addr().port()) || host == "(h2 :authority)", "{host}");
+        assert!(!r.headers.contains_key("x-forwarded-host"));
+    }
+}
