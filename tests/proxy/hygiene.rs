@@ -78,7 +78,7 @@ async fn no_secret_appears_anywhere_with_trace_logging() {
     let (proxy, admin) = tokio::time::timeout(Duration::from_secs(30), addrs_rx).await.unwrap().unwrap();
     let mut seen = String::new();
     let c = client(proxy);
-    let mut send = |m: Method, path: &str, token: Option<&str>, body: &'static [u8]| {
+    let send = |m: Method, path: &str, token: Option<&str>, body: &'static [u8]| {
         let c = c.clone();
         let path = path.to_owned();
         let token = token.map(str::to_owned);
