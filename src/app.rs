@@ -143,6 +143,7 @@ impl App {
                 })
             },
             stop_rx.clone(),
+            Some(metrics.connections_open.clone()),
         ));
         let admin_task = tokio::spawn(server::serve(
             admin_listener,
@@ -155,6 +156,7 @@ impl App {
                 })
             },
             stop_rx,
+            None,
         ));
         let watcher = keys.is_file().then(|| tokio::spawn(watch_key_file(keys.clone())));
         tracing::info!(%proxy_addr, %admin_addr, upstream = %cfg.upstream.url, "Proxy listening");

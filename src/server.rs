@@ -52,6 +52,7 @@ pub async fn serve<F, S>(
     limits: ConnLimits,
     make_service: F,
     mut stop: watch::Receiver<bool>,
+    open: Option<prometheus::IntGauge>,
 ) -> GracefulShutdown
 where
     F: Fn(SocketAddr) -> S,
@@ -75,6 +76,10 @@ where
                     let conn = builder.serve_connection(io, track(make_service(peer), activity.clone())).into_owned();
                     let conn = graceful.watch(conn);
                     let idle_timeout = limits.idle_timeout;
+                    let open = open.clone();
+                    if let Some(g) = &open {
+                        g.inc();
+                    }
                     tokio::spawn(async move {
                         tokio::select! {
                             r = conn => if let Err(e) = r {
@@ -83,6 +88,9 @@ where
                             _ = activity.idle(idle_timeout) => tracing::debug!(%peer, "Closed an idle connection"),
                         }
                         drop(permit);
+                        if let Some(g) = open {
+                            g.dec();
+                        }
                     });
                 }
                 Err(e) => {

@@ -101,6 +101,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         assert_eq!(raw::status(&raw::read_response(&mut s).await), Some(403));
         open.push(s);
     }
+    assert_eq!(support::metric(&app, "racknap_proxy_connections_open").await, 2.0);
     let mut third = TcpStream::connect(app.proxy_addr).await.unwrap(); // the kernel's backlog takes it
     third.write_all(req).await.unwrap();
     let mut b = [0u8; 64];
