@@ -109,7 +109,9 @@ impl Admission {
         let (Some(v), None) = (values.next(), values.next()) else {
             return Err(ProxyError::Unauthenticated(header.to_string()));
         };
-        tokens.verify(v.as_bytes()).map(Some).ok_or_else(|| ProxyError::Unauthenticated(header.to_string()))
+        let name = tokens.verify(v.as_bytes()).ok_or_else(|| ProxyError::Unauthenticated(header.to_string()))?;
+        tracing::debug!(client = %name, "Inbound token accepted");
+        Ok(Some(name))
     }
 
     fn check_method(&self, m: &Method) -> Result<(), ProxyError> {

@@ -192,3 +192,42 @@ async fn tokens_can_come_from_a_file_and_an_empty_file_is_refused() {
         "an empty token file would silently disable auth"
     );
 }
+
+fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_racknap-proxy"));
+    c.env_remove("RACKNAP_PROXY_CONFIG").env("RACKNAP_API_KEY", "sk_test_bind").env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn a_public_bind_without_tokens_is_refused_unless_explicitly_allowed() {
+    let out = bin().args(["--listen", "0.0.0.0:0", "--admin-listen", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen") && err.contains("--allow-public-bind"), "{err}");
+    let out = bin().args(["check", "--listen", "[::]:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "check refuses it too");
+    let out = bin().args(["check", "--listen", "[::1]:0"]).output().unwrap();
+    assert!(out.status.success(), "IPv6 loopback is fine: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Allowed explicitly: it starts, and says loudly what it is doing.
+    let mut child = bin()
+        .args(["--listen", "0.0.0.0:0", "--admin-listen", "127.0.0.1:0", "--allow-public-bind"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut text = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if line.contains("Proxy listening") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("WITHOUT inbound authentication"), "{text}");
+    assert!(text.contains("Proxy listening"), "{text}");
+}
