@@ -143,7 +143,7 @@ impl App {
                 })
             },
             stop_rx.clone(),
-            Some(metrics.connections_open.clone()),
+            Some(metrics.clone()),
         ));
         let admin_task = tokio::spawn(server::serve(
             admin_listener,

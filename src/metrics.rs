@@ -47,6 +47,8 @@ pub struct Metrics {
     pub gate_closed: IntGauge,
     /// Client connections open on the proxy listener (at most `server.max_connections`).
     pub connections_open: IntGauge,
+    /// Client connections the proxy ended itself, by reason (hyper's refusals are not envelopes).
+    pub connections_closed: IntCounterVec,
     /// Downstream request duration, end to end.
     pub request_duration: HistogramVec,
 }
@@ -116,6 +118,10 @@ impl Metrics {
             connections_open: reg!(IntGauge::new(
                 name("connections_open"),
                 "Client connections open on the proxy listener"
+            )),
+            connections_closed: reg!(IntCounterVec::new(
+                Opts::new(name("connections_closed_total"), "Client connections ended by the proxy, by reason"),
+                &["reason"]
             )),
             request_duration: reg!(HistogramVec::new(
                 hist("request_duration_seconds", "Downstream request duration"),

@@ -17,7 +17,7 @@ use tokio::{
     sync::{watch, Semaphore},
 };
 
-use crate::body::Body;
+use crate::{body::Body, metrics::Metrics};
 
 pub mod idle;
 
@@ -52,7 +52,7 @@ pub async fn serve<F, S>(
     limits: ConnLimits,
     make_service: F,
     mut stop: watch::Receiver<bool>,
-    open: Option<prometheus::IntGauge>,
+    metrics: Option<Metrics>,
 ) -> GracefulShutdown
 where
     F: Fn(SocketAddr) -> S,
@@ -76,20 +76,27 @@ where
                     let conn = builder.serve_connection(io, track(make_service(peer), activity.clone())).into_owned();
                     let conn = graceful.watch(conn);
                     let idle_timeout = limits.idle_timeout;
-                    let open = open.clone();
-                    if let Some(g) = &open {
-                        g.inc();
+                    let metrics = metrics.clone();
+                    if let Some(m) = &metrics {
+                        m.connections_open.inc();
                     }
                     tokio::spawn(async move {
-                        tokio::select! {
-                            r = conn => if let Err(e) = r {
+                        let closed = tokio::select! {
+                            r = conn => r.err().map(|e| {
                                 tracing::debug!(error = %e, %peer, "Connection ended with an error");
-                            },
-                            _ = activity.idle(idle_timeout) => tracing::debug!(%peer, "Closed an idle connection"),
-                        }
+                                close_reason(&*e)
+                            }),
+                            _ = activity.idle(idle_timeout) => {
+                                tracing::debug!(%peer, "Closed an idle connection");
+                                Some("idle")
+                            }
+                        };
                         drop(permit);
-                        if let Some(g) = open {
-                            g.dec();
+                        if let Some(m) = metrics {
+                            m.connections_open.dec();
+                            if let Some(reason) = closed {
+                                m.connections_closed.with_label_values(&[reason]).inc();
+                            }
                         }
                     });
                 }
@@ -123,4 +130,14 @@ where
             r
         }
     })
+}
+
+/// The metric label for a connection error: hyper's own refusals by kind.
+fn close_reason(e: &(dyn std::error::Error + Send + Sync + 'static)) -> &'static str {
+    match e.downcast_ref::<hyper::Error>() {
+        Some(h) if h.is_parse_too_large() => "head_too_large",
+        Some(h) if h.is_parse() => "malformed",
+        Some(h) if h.is_timeout() => "header_timeout",
+        _ => "error",
+    }
 }

@@ -28,6 +28,7 @@ async fn an_oversized_head_is_refused_with_431() {
     let got = raw::exchange(app.proxy_addr, req.as_bytes()).await;
     assert!(matches!(raw::status(&got), Some(431 | 400)), "{got}");
     assert!(up.requests().is_empty());
+    assert_eq!(closed(&app, "head_too_large", 2.0).await, 2.0, "hyper's refusals are counted");
 }
 
 #[tokio::test]
@@ -53,6 +54,22 @@ async fn a_client_trickling_its_head_is_cut_off() {
     }
     assert!(cut, "the trickling client was never cut off");
     assert!(up.requests().is_empty());
+    assert_eq!(closed(&app, "header_timeout", 1.0).await, 1.0);
+}
+
+/// Connections closed for `reason`, once it reaches `want` (the count lands just after the
+/// client saw the close) or after 5 s.
+async fn closed(app: &racknap_proxy::App, reason: &str, want: f64) -> f64 {
+    let name = format!("racknap_proxy_connections_closed_total{{reason=\"{reason}\"}}");
+    let mut got = 0.0;
+    for _ in 0..50 {
+        got = support::metric(app, &name).await;
+        if got >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got
 }
 
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
@@ -85,6 +102,7 @@ async fn idle_connections_are_closed_http1_and_h2c() {
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await.unwrap();
     assert!(closed_within(&mut h1, Duration::from_secs(10)).await, "idle HTTP/1.1 connection kept open");
     assert!(closed_within(&mut h2, Duration::from_secs(10)).await, "idle h2c connection kept open");
+    assert_eq!(closed(&app, "idle", 2.0).await, 2.0);
 }
 
 #[tokio::test]
@@ -167,7 +185,7 @@ async fn ambiguous_framing_never_smuggles_a_request_upstream() {
         let req = format!("POST /v1/customers HTTP/1.1\r\nHost: x\r\n{framing}{smuggled}");
         let got = raw::exchange(app.proxy_addr, req.as_bytes()).await;
         let statuses = got.matches("HTTP/1.1 ").count();
-        println!("{name:<24} -> {:?}, {statuses} response(s)", raw::status(&got));
+        println!("{name:<24} -> {:?} {:?}, {statuses} response(s)", raw::status(&got), raw::envelope_type(&got));
         assert!(statuses <= 1, "{name}: a second response means the smuggled request was served: {got}");
         if !name.starts_with("CL then") && !name.starts_with("TE then") {
             assert_eq!(raw::status(&got), Some(400), "{name}: {got}");
@@ -175,4 +193,8 @@ async fn ambiguous_framing_never_smuggles_a_request_upstream() {
     }
     let paths: Vec<_> = up.requests().into_iter().map(|r| r.path_and_query).collect();
     assert!(!paths.iter().any(|p| p.contains("smuggled")), "{paths:?}");
+    // hyper refuses bad heads itself (counted by connection); bad chunk sizes surface as an
+    // unreadable body in admission (an envelope, counted by type).
+    let envelopes = support::metric(&app, "racknap_proxy_errors_total{type=\"proxy_bad_request\"}").await;
+    assert_eq!(closed(&app, "malformed", 9.0 - envelopes).await + envelopes, 9.0, "every 400 is counted");
 }
