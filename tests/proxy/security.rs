@@ -231,3 +231,35 @@ fn a_public_bind_without_tokens_is_refused_unless_explicitly_allowed() {
     assert!(text.contains("WITHOUT inbound authentication"), "{text}");
     assert!(text.contains("Proxy listening"), "{text}");
 }
+
+#[tokio::test]
+async fn the_tokens_name_is_the_fairness_unit_whatever_x_client_id_says() {
+    let up = support::upstream(10, Duration::from_secs(2)).await;
+    let mut cfg = support::config(&up, 10, Duration::from_secs(2));
+    with_tokens(&mut cfg);
+    cfg.cache.enabled = false;
+    let app = support::proxy(&cfg).await;
+    let c = client(app.proxy_addr);
+    let get = |path: String, token: &'static str| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let h = [("x-proxy-token", token), ("x-client-id", "shared")];
+            c.send(Method::GET, &path, &h, Bytes::new()).await.status
+        })
+    };
+    let flood: Vec<_> = (1..=6).map(|i| get(format!("/v1/customers?limit={i}"), "tok_billing_6c1f0e")).collect();
+    let queued = tokio::time::timeout(Duration::from_secs(10), async {
+        while metric(&app, "racknap_proxy_queue_depth").await < 4.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(queued.is_ok(), "the flood never queued");
+    let other = get("/v1/customers?offset=99".into(), "tok_reports_9d2a4b");
+    for t in flood.into_iter().chain([other]) {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let order: Vec<_> = up.requests().into_iter().map(|r| r.path_and_query).collect();
+    let pos = order.iter().position(|p| p.ends_with("offset=99")).unwrap();
+    assert!(pos <= 3, "the other token waited behind the flood (position {pos}): {order:?}");
+}
