@@ -225,13 +225,14 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Re-read the key file every second; the next request uses a new key.
+/// Check the key file every second and re-read it when it changed; the next request uses a
+/// new key.
 async fn watch_key_file(keys: KeyStore) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match keys.reload() {
+        match keys.reload_if_changed() {
             Ok(true) => tracing::info!("API key file changed: using the new key"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "Cannot re-read the API key file; keeping the current key"),

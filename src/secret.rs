@@ -74,6 +74,17 @@ mod tests {
 pub struct KeyStore {
     current: std::sync::Arc<parking_lot::RwLock<Secret>>,
     source: KeySource,
+    seen: std::sync::Arc<parking_lot::Mutex<Option<Fingerprint>>>,
+}
+
+/// What identifies one version of the key file without reading it: modification time, length
+/// and inode (a Kubernetes Secret update swaps a symlink, which changes the inode).
+type Fingerprint = (Option<std::time::SystemTime>, u64, u64);
+
+fn fingerprint(path: &std::path::Path) -> std::io::Result<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.modified().ok(), m.len(), m.ino()))
 }
 
 impl KeyStore {
@@ -83,7 +94,15 @@ impl KeyStore {
             KeySource::Env(s) => s.clone(),
             KeySource::File(path) => read_key_file(path)?,
         };
-        Ok(Self { current: std::sync::Arc::new(parking_lot::RwLock::new(key)), source })
+        let seen = match &source {
+            KeySource::File(path) => fingerprint(path).ok(),
+            KeySource::Env(_) => None,
+        };
+        Ok(Self {
+            current: std::sync::Arc::new(parking_lot::RwLock::new(key)),
+            source,
+            seen: std::sync::Arc::new(parking_lot::Mutex::new(seen)),
+        })
     }
 
     /// The key to send now.
@@ -94,11 +113,24 @@ impl KeyStore {
     /// Re-read a key file; `Ok(true)` when the key changed. An env key never changes.
     pub fn reload(&self) -> std::io::Result<bool> {
         let KeySource::File(path) = &self.source else { return Ok(false) };
+        let before = fingerprint(path).ok();
         let key = read_key_file(path)?;
+        *self.seen.lock() = before;
         let mut cur = self.current.write();
         let changed = *cur != key;
         *cur = key;
         Ok(changed)
+    }
+
+    /// Re-read the key file only if its mtime, length or inode changed since the last read
+    /// (the 1 s poll); `Ok(true)` when the key changed.
+    pub fn reload_if_changed(&self) -> std::io::Result<bool> {
+        let KeySource::File(path) = &self.source else { return Ok(false) };
+        let now = fingerprint(path)?;
+        if *self.seen.lock() == Some(now) {
+            return Ok(false);
+        }
+        self.reload()
     }
 
     /// Whether the key comes from a file (and so can rotate).
@@ -210,5 +242,25 @@ mod token_tests {
         assert_eq!(set.verify(b"tok_abcdef123").as_deref(), Some("billing"));
         assert_eq!(set.verify(b"tok_abcdef12"), None);
         assert_eq!(set.verify(b""), None);
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+
+    #[test]
+    fn the_poll_reads_the_file_only_when_it_changed() {
+        let dir = std::env::temp_dir().join(format!("racknap-proxy-keystore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, "sk_one").unwrap();
+        let keys = KeyStore::load(KeySource::File(path.clone())).unwrap();
+        assert!(!keys.reload_if_changed().unwrap(), "unchanged file: not re-read");
+        std::fs::write(dir.join("next"), "sk_two_longer").unwrap();
+        std::fs::rename(dir.join("next"), &path).unwrap(); // atomic swap, as secret mounts do
+        assert!(keys.reload_if_changed().unwrap());
+        assert_eq!(keys.current().expose(), "sk_two_longer");
+        assert!(!keys.reload_if_changed().unwrap());
     }
 }
