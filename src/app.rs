@@ -26,7 +26,7 @@ use crate::{
     metrics::Metrics,
     pace::{queue::Queue, PaceLayer},
     retry::{RetryLayer, RetryPolicy},
-    secret::{KeySource, KeyStore},
+    secret::{KeySource, KeyStore, TokenSet},
     server::{self, ConnLimits},
     stack::{self, Proxy},
 };
@@ -75,6 +75,7 @@ impl App {
         let base = parse_upstream(&cfg.upstream.url)?;
         let http = client::build(&cfg.upstream)?;
         let keys = KeyStore::load(key).map_err(StartError::Key)?;
+        let tokens = inbound_tokens(cfg)?;
         let metrics = Metrics::new();
         let clock = EpochClock::system();
         let b = &cfg.budget;
@@ -93,6 +94,9 @@ impl App {
                     .map_err(|e| ConfigError::Invalid { key: "queue.client_header", problem: e.to_string() })?,
                 max_wait: cfg.queue.max_wait,
                 upstream_host: base.authority.host().to_owned(),
+                tokens,
+                token_header: http::HeaderName::from_bytes(cfg.auth.header.as_bytes())
+                    .map_err(|e| ConfigError::Invalid { key: "auth.header", problem: e.to_string() })?,
             }),
             stack: stack::build(
                 cache.clone(),
@@ -116,11 +120,13 @@ impl App {
         let limits = ConnLimits {
             max_header_bytes: usize::try_from(cfg.server.max_header_bytes.as_u64()).unwrap_or(usize::MAX),
             header_read_timeout: cfg.server.header_read_timeout,
+            max_connections: cfg.server.max_connections,
+            idle_timeout: cfg.server.idle_timeout,
         };
         let (stop, stop_rx) = watch::channel(false);
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,
-            server::builder(limits),
+            limits,
             move |peer| {
                 let proxy = proxy.clone();
                 service_fn(move |req| {
@@ -129,10 +135,11 @@ impl App {
                 })
             },
             stop_rx.clone(),
+            Some(metrics.clone()),
         ));
         let admin_task = tokio::spawn(server::serve(
             admin_listener,
-            server::builder(limits),
+            limits,
             move |_| {
                 let admin = admin.clone();
                 service_fn(move |req| {
@@ -141,6 +148,7 @@ impl App {
                 })
             },
             stop_rx,
+            None,
         ));
         let watcher = keys.is_file().then(|| tokio::spawn(watch_key_file(keys.clone())));
         tracing::info!(%proxy_addr, %admin_addr, upstream = %cfg.upstream.url, "Proxy listening");
@@ -187,17 +195,36 @@ impl App {
     }
 }
 
+/// The inbound tokens; warns when the proxy listens beyond loopback without them.
+fn inbound_tokens(cfg: &Config) -> Result<TokenSet, StartError> {
+    let tokens = TokenSet::load(&cfg.auth.tokens, cfg.auth.tokens_file.as_deref())
+        .map_err(|problem| ConfigError::Invalid { key: "auth.tokens_file", problem })?;
+    if cfg.auth.is_enabled() && !tokens.is_enabled() {
+        let problem = "holds no token: inbound authentication would be off".into();
+        return Err(ConfigError::Invalid { key: "auth.tokens_file", problem }.into());
+    }
+    if !tokens.is_enabled() && !cfg.server.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.server.listen,
+            "Listening beyond loopback WITHOUT inbound authentication (server.allow_public_bind): \
+             anything that reaches this address can spend the account"
+        );
+    }
+    Ok(tokens)
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Re-read the key file every second; the next request uses a new key.
+/// Check the key file every second and re-read it when it changed; the next request uses a
+/// new key.
 async fn watch_key_file(keys: KeyStore) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match keys.reload() {
+        match keys.reload_if_changed() {
             Ok(true) => tracing::info!("API key file changed: using the new key"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "Cannot re-read the API key file; keeping the current key"),

@@ -44,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Validate a configuration and exit.
     Check(ProxyArgs),
+    /// Print the effective configuration (file + flags) as TOML, secrets redacted.
+    PrintConfig(ProxyArgs),
 }
 
 /// Flags that override the config file.
@@ -76,6 +78,9 @@ pub struct ProxyArgs {
     /// Log format (log.format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Allow a non-loopback --listen without inbound tokens (server.allow_public_bind); warns.
+    #[arg(long)]
+    pub allow_public_bind: bool,
 }
 
 /// `mock` flags.
@@ -149,6 +154,9 @@ impl ProxyArgs {
         if let Some(v) = self.log_format {
             cfg.log.format = v;
         }
+        if self.allow_public_bind {
+            cfg.server.allow_public_bind = true;
+        }
     }
 }
 
@@ -166,6 +174,7 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(run(cli.run)),
         Some(Command::Run(args)) => runtime.block_on(run(args)),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Mock(args)) => runtime.block_on(run_mock(args)),
         Some(Command::Demo(args)) => runtime.block_on(demo::run(args)),
     }
@@ -197,6 +206,25 @@ fn check(args: &ProxyArgs) -> ExitCode {
         humantime::format_duration(cfg.budget.window)
     );
     ExitCode::SUCCESS
+}
+
+/// The effective config as TOML. Tokens print as `name:<redacted>`; the key is never part of
+/// the config (only `key.file`, a path).
+fn print_config(args: &ProxyArgs) -> ExitCode {
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    match toml::to_string(&cfg) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("racknap-proxy: cannot print the config: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(args: ProxyArgs) -> ExitCode {

@@ -10,9 +10,9 @@ use std::{
 };
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::secret::{KeySource, Secret};
+use crate::secret::{InboundToken, KeySource, Secret};
 
 #[cfg(test)]
 mod tests;
@@ -21,7 +21,7 @@ mod tests;
 pub const KEY_ENV: &str = "RACKNAP_API_KEY";
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listeners and request limits.
@@ -40,10 +40,12 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Inbound authentication: who may use the key.
+    pub auth: AuthConfig,
 }
 
 /// `[server]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Proxy listener (HTTP/1.1 and h2c).
@@ -62,10 +64,42 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Path prefixes that are forwarded; everything else is refused.
     pub allowed_prefixes: Vec<String>,
+    /// Allow a non-loopback `listen` without inbound authentication (logs a warning).
+    pub allow_public_bind: bool,
+    /// Most client connections open at once; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// `[auth]`: optional inbound tokens. Either list being non-empty turns authentication on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Header carrying the client's token (never the upstream's `Authorization`).
+    pub header: String,
+    /// Tokens as `name:token`; the name becomes the client id.
+    pub tokens: Vec<InboundToken>,
+    /// A file of `name:token` lines, read at start.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// Whether inbound authentication is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.tokens_file.is_some()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { header: "x-proxy-token".into(), tokens: Vec::new(), tokens_file: None }
+    }
 }
 
 /// `[upstream]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL: `https://host[:port]` or `http://host[:port]`.
@@ -81,7 +115,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[key]`
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyConfig {
     /// File holding the key; re-read when it changes. Unset: `RACKNAP_API_KEY`.
@@ -89,7 +123,7 @@ pub struct KeyConfig {
 }
 
 /// `[budget]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Requests allowed per window (the server's `X-RateLimit-Limit` replaces it).
@@ -102,7 +136,7 @@ pub struct BudgetConfig {
 }
 
 /// `[queue]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Most requests waiting for a permit at once.
@@ -115,7 +149,7 @@ pub struct QueueConfig {
 }
 
 /// `[retry]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request in all, the first included (1 = never retry a 429).
@@ -126,7 +160,7 @@ pub struct RetryConfig {
 }
 
 /// `[cache]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Cache successful GETs.
@@ -150,7 +184,7 @@ pub struct CacheConfig {
 }
 
 /// `[log]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -160,7 +194,7 @@ pub struct LogConfig {
 }
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -180,6 +214,9 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             allowed_prefixes: vec!["/v1/".into()],
+            allow_public_bind: false,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -330,10 +367,40 @@ impl Config {
         if self.server.listen == self.server.admin_listen && self.server.listen.port() != 0 {
             return Err(invalid("server.admin_listen", "must differ from server.listen"));
         }
+        self.validate_exposure()?;
         if let Some(ca) = &self.upstream.ca_file {
             if !ca.is_file() {
                 return Err(invalid("upstream.ca_file", format!("{} is not a readable file", ca.display())));
             }
+        }
+        Ok(())
+    }
+
+    /// Inbound authentication and where the proxy may listen.
+    fn validate_exposure(&self) -> Result<(), ConfigError> {
+        let h = http::HeaderName::from_bytes(self.auth.header.as_bytes())
+            .map_err(|_| invalid("auth.header", "is not a valid header name"))?;
+        let reserved =
+            [http::header::AUTHORIZATION, http::header::PROXY_AUTHORIZATION, http::header::HOST, http::header::COOKIE];
+        if reserved.contains(&h) {
+            return Err(invalid("auth.header", format!("must not be {h}: it has a meaning of its own upstream")));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.idle_timeout.is_zero() {
+            return Err(invalid("server.idle_timeout", "must be greater than zero"));
+        }
+        if !self.server.listen.ip().is_loopback() && !self.auth.is_enabled() && !self.server.allow_public_bind {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{} is not a loopback address and inbound authentication is off: anything that reaches it \
+                     could spend the account. Configure auth.tokens or auth.tokens_file, or accept the risk with \
+                     server.allow_public_bind = true (--allow-public-bind)",
+                    self.server.listen
+                ),
+            ));
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// Inbound authentication is on and the request carries no valid token.
+    #[error("a valid proxy token is required in the {0} header")]
+    Unauthenticated(String),
     /// The target is outside what the proxy forwards.
     #[error("{0}")]
     Forbidden(String),
@@ -68,6 +71,7 @@ impl ProxyError {
         match self {
             Self::QueueFull { .. } | Self::QueueDeadline { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,6 +88,7 @@ impl ProxyError {
             Self::QueueDeadline { .. } => "proxy_queue_timeout",
             Self::ShuttingDown => "proxy_shutting_down",
             Self::BadRequest(_) => "proxy_bad_request",
+            Self::Unauthenticated(_) => "proxy_unauthenticated",
             Self::Forbidden(_) => "proxy_forbidden",
             Self::MethodNotAllowed(_) => "proxy_method_not_allowed",
             Self::PayloadTooLarge { .. } => "proxy_payload_too_large",

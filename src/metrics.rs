@@ -51,6 +51,10 @@ pub struct Metrics {
     pub clock_offset_seconds: IntGauge,
     /// Whether a 429 holds all traffic (1) or not (0).
     pub gate_closed: IntGauge,
+    /// Client connections open on the proxy listener (at most `server.max_connections`).
+    pub connections_open: IntGauge,
+    /// Client connections the proxy ended itself, by reason (hyper's refusals are not envelopes).
+    pub connections_closed: IntCounterVec,
     /// Downstream request duration, end to end.
     pub request_duration: HistogramVec,
 }
@@ -129,6 +133,14 @@ impl Metrics {
                 "Upstream Date minus local clock"
             )),
             gate_closed: reg!(IntGauge::new(name("ratelimit_gate_closed"), "1 while a 429 holds all traffic")),
+            connections_open: reg!(IntGauge::new(
+                name("connections_open"),
+                "Client connections open on the proxy listener"
+            )),
+            connections_closed: reg!(IntCounterVec::new(
+                Opts::new(name("connections_closed_total"), "Client connections ended by the proxy, by reason"),
+                &["reason"]
+            )),
             request_duration: reg!(HistogramVec::new(
                 hist("request_duration_seconds", "Downstream request duration"),
                 &["cache"]

@@ -3,8 +3,15 @@
 mod support;
 
 mod cache;
+mod echo;
 mod forwarding;
+mod h2c;
+mod hygiene;
+mod limits;
 mod pacing;
 mod process;
+mod raw;
 mod retry;
+mod rotation;
+mod security;
 mod tls;
