@@ -90,7 +90,14 @@ impl App {
             },
             metrics.clone(),
         );
-        let retry = RetryPolicy { max_attempts: cfg.retry.max_attempts.get(), max_wait: cfg.retry.max_wait };
+        let r = &cfg.retry;
+        let retry = RetryPolicy {
+            max_attempts: r.max_attempts.get(),
+            max_wait: r.max_wait,
+            fault_attempts: r.fault_attempts.get(),
+            backoff_base: r.backoff_base,
+            backoff_max: r.backoff_max,
+        };
         let forward =
             Forward::new(http, base.clone(), keys.clone(), queue.clone(), metrics.clone(), clock, cfg.upstream.timeout);
         let proxy = Proxy {

@@ -3,6 +3,7 @@
 mod support;
 
 mod cache;
+mod faults;
 mod forwarding;
 mod pacing;
 mod process;
