@@ -8,4 +8,5 @@ mod forwarding;
 mod pacing;
 mod process;
 mod retry;
+mod shutdown;
 mod tls;
