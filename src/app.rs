@@ -63,6 +63,7 @@ pub struct App {
     queue: Queue,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
     admin_task: JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
     watcher: Option<JoinHandle<()>>,
@@ -83,7 +84,14 @@ impl App {
         let queue = Queue::spawn(budget.clone(), cfg.queue.capacity);
         let cache = CacheStore::new(CacheSettings::from_config(&cfg.cache, "default"), metrics.clone())
             .with_budget(budget.clone()); // read only: is the account limited (stale serving)
-        let retry = RetryPolicy { max_attempts: cfg.retry.max_attempts.get(), max_wait: cfg.retry.max_wait };
+        let r = &cfg.retry;
+        let retry = RetryPolicy {
+            max_attempts: r.max_attempts.get(),
+            max_wait: r.max_wait,
+            fault_attempts: r.fault_attempts.get(),
+            backoff_base: r.backoff_base,
+            backoff_max: r.backoff_max,
+        };
         let forward =
             Forward::new(http, base.clone(), keys.clone(), queue.clone(), metrics.clone(), clock, cfg.upstream.timeout);
         let proxy = Proxy {
@@ -124,6 +132,8 @@ impl App {
             idle_timeout: cfg.server.idle_timeout,
         };
         let (stop, stop_rx) = watch::channel(false);
+        // The admin listener outlives the drain, so /readyz can say 503 while it lasts.
+        let (stop_admin, admin_stop_rx) = watch::channel(false);
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,
             limits,
@@ -134,7 +144,7 @@ impl App {
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                 })
             },
-            stop_rx.clone(),
+            stop_rx,
             Some(metrics.clone()),
         ));
         let admin_task = tokio::spawn(server::serve(
@@ -147,7 +157,7 @@ impl App {
                     async move { Ok::<_, Infallible>(admin.handle(&req).await) }
                 })
             },
-            stop_rx,
+            admin_stop_rx,
             None,
         ));
         let watcher = keys.is_file().then(|| tokio::spawn(watch_key_file(keys.clone())));
@@ -160,6 +170,7 @@ impl App {
             queue,
             ready,
             stop,
+            stop_admin,
             proxy_task,
             admin_task,
             watcher,
@@ -168,30 +179,39 @@ impl App {
     }
 
     /// Stop accepting, let in-flight and queued requests finish within the grace period, then
-    /// answer what is still queued with a `proxy_shutting_down` envelope.
+    /// answer what is still queued with a `proxy_shutting_down` envelope. `/readyz` answers 503
+    /// from the first moment; the admin listener closes once the proxy's connections are done.
     pub async fn shutdown(self) {
-        tracing::info!(grace = ?self.grace, "Shutting down: no new connections");
+        tracing::info!(grace = ?self.grace, queued = self.queue.depth(), "Shutting down: no new connections");
         self.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
         if let Some(w) = &self.watcher {
             w.abort();
         }
-        let (Ok(proxy), Ok(admin)) = (self.proxy_task.await, self.admin_task.await) else {
-            self.queue.close();
-            return;
-        };
-        drop(admin); // admin connections are not drained
-        let drain = proxy.shutdown();
-        tokio::pin!(drain);
-        tokio::select! {
-            _ = &mut drain => tracing::info!("Drained every connection"),
-            _ = tokio::time::sleep(self.grace) => {
-                tracing::warn!(queued = self.queue.depth(), "Grace period over: refusing what is still queued");
-                self.queue.close();
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut drain).await;
-            }
+        if let Ok(proxy) = self.proxy_task.await {
+            drain(proxy, &self.queue, self.grace).await;
         }
         self.queue.close();
+        let _ = self.stop_admin.send(true);
+        drop(self.admin_task.await); // admin connections are not drained
+        tracing::info!("Shutdown complete");
+    }
+}
+
+/// Wait for every proxy connection to finish; past `grace`, refuse what is still queued (each
+/// waiter gets its envelope) and give the answers a moment to be written.
+async fn drain(proxy: hyper_util::server::graceful::GracefulShutdown, queue: &Queue, grace: Duration) {
+    let drain = proxy.shutdown();
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => tracing::info!("Drained every connection"),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(queued = queue.depth(), "Grace period over: refusing what is still queued");
+            queue.close();
+            if tokio::time::timeout(Duration::from_secs(5), &mut drain).await.is_err() {
+                tracing::warn!("Connections still open 5s after the grace period: closing them");
+            }
+        }
     }
 }
 

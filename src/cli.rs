@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     app::{App, StartError},
     config::{Config, ConfigError, LogFormat, KEY_ENV},
-    mock::{self, MockConfig, WindowKind},
+    mock::{self, FaultRates, MockConfig, WindowKind},
     secret::Secret,
     telemetry,
 };
@@ -110,6 +110,21 @@ pub struct MockArgs {
     /// Delay before each answer, with a unit.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub latency: Duration,
+    /// Fraction of requests answered 502, 503 or 504 (no budget spent).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx_rate: f64,
+    /// Fraction of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_reset_rate: f64,
+    /// Fraction of requests answered only after --fault-slow.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_slow_rate: f64,
+    /// Delay of a slow answer, with a unit.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub fault_slow: Duration,
+    /// Seed of the fault generator (same seed, same faults).
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
 }
 
 /// Parse a duration written with a unit (`2s`, `500ms`, `1m`).
@@ -277,7 +292,18 @@ async fn run_mock(args: MockArgs) -> ExitCode {
     if args.limit == 0 || args.window.is_zero() {
         return config_error(&"mock: --limit and --window must be greater than zero");
     }
+    let faults = FaultRates {
+        status_5xx: args.fault_5xx_rate,
+        reset: args.fault_reset_rate,
+        slow: args.fault_slow_rate,
+        slow_for: args.fault_slow,
+        seed: args.fault_seed,
+    };
+    if let Err(e) = faults.check() {
+        return config_error(&format!("mock: {e}"));
+    }
     let mut cfg = MockConfig::new(key);
+    cfg.faults = faults;
     cfg.listen = args.listen;
     cfg.limit = args.limit;
     cfg.window = args.window;

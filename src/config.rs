@@ -154,9 +154,19 @@ pub struct QueueConfig {
 pub struct RetryConfig {
     /// Attempts per request in all, the first included (1 = never retry a 429).
     pub max_attempts: NonZeroU32,
-    /// Longest total time a request may spend waiting out 429s.
+    /// Longest total time a request may spend waiting out 429s and backing off from faults.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Attempts per request in all when the upstream faults (reset, timeout, 502/503/504), the
+    /// first included (1 = never retry a fault). Only idempotent methods are replayed once a
+    /// request may have reached the upstream; a refused connection is retried for any method.
+    pub fault_attempts: NonZeroU32,
+    /// First backoff after a fault; it doubles per fault, with jitter (half to all of it).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest single backoff.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 /// `[cache]`
@@ -246,7 +256,13 @@ impl Default for QueueConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { max_attempts: NonZeroU32::new(3).unwrap(), max_wait: Duration::from_secs(90) }
+        Self {
+            max_attempts: NonZeroU32::new(3).unwrap(),
+            max_wait: Duration::from_secs(90),
+            fault_attempts: NonZeroU32::new(3).unwrap(),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -336,6 +352,9 @@ impl Config {
         }
         if http::HeaderName::from_bytes(self.queue.client_header.as_bytes()).is_err() {
             return Err(invalid("queue.client_header", "is not a valid header name"));
+        }
+        if self.retry.backoff_base.is_zero() || self.retry.backoff_max < self.retry.backoff_base {
+            return Err(invalid("retry.backoff_base", "must be greater than zero and at most retry.backoff_max"));
         }
         if self.cache.enabled && self.cache.ttl.is_zero() {
             return Err(invalid("cache.ttl", "must be greater than zero (or set cache.enabled = false)"));

@@ -51,6 +51,10 @@ pub enum ProxyError {
     /// The upstream could not be reached or broke the connection.
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(String),
+    /// No connection to the upstream could be made (refused, connect timeout, TLS handshake):
+    /// nothing of the request was sent, so it may be retried whatever its method.
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamConnect(String),
     /// The upstream did not answer in time.
     #[error("the upstream did not answer within {}", humantime::format_duration(*after))]
     UpstreamTimeout {
@@ -75,7 +79,7 @@ impl ProxyError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -92,7 +96,7 @@ impl ProxyError {
             Self::Forbidden(_) => "proxy_forbidden",
             Self::MethodNotAllowed(_) => "proxy_method_not_allowed",
             Self::PayloadTooLarge { .. } => "proxy_payload_too_large",
-            Self::UpstreamUnavailable(_) => "proxy_upstream_unavailable",
+            Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => "proxy_upstream_unavailable",
             Self::UpstreamTimeout { .. } => "proxy_upstream_timeout",
             Self::NotCached => "proxy_not_cached",
             Self::Internal(_) => "proxy_internal_error",
@@ -103,9 +107,10 @@ impl ProxyError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::QueueFull { retry_after, .. } | Self::QueueDeadline { retry_after, .. } => Some(*retry_after),
-            Self::ShuttingDown | Self::UpstreamUnavailable(_) | Self::UpstreamTimeout { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            Self::ShuttingDown
+            | Self::UpstreamUnavailable(_)
+            | Self::UpstreamConnect(_)
+            | Self::UpstreamTimeout { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

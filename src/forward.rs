@@ -163,7 +163,13 @@ impl Forward {
             }
             Ok(Err(e)) => {
                 self.metrics.upstream_attempts.with_label_values(&["error"]).inc();
-                return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
+                // is_connect: the connector failed, so no byte of the request left (retry relies on it).
+                let cause = error_chain(&e);
+                return Err(if e.is_connect() {
+                    ProxyError::UpstreamConnect(cause)
+                } else {
+                    ProxyError::UpstreamUnavailable(cause)
+                });
             }
             Ok(Ok(resp)) => resp,
         };

@@ -23,7 +23,7 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     /// 429s received from the upstream.
     pub upstream_429: IntCounter,
-    /// Replays, by reason.
+    /// Replays, by reason: `429`, `5xx` (502/503/504), `reset`, `timeout`, `connect` (refused).
     pub retries: IntCounterVec,
     /// Requests the proxy refused or failed itself, by error type.
     pub refused: IntCounterVec,

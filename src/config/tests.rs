@@ -90,3 +90,9 @@ fn debug_output_holds_no_key() {
     let source = Config::default().key_source(Some("sk_live_secret_value".into())).unwrap();
     assert!(!format!("{source:?}").contains("secret_value"));
 }
+
+#[test]
+fn zero_or_inverted_backoff_is_rejected() {
+    rejects(|c| c.retry.backoff_base = Duration::ZERO, "retry.backoff_base");
+    rejects(|c| c.retry.backoff_max = Duration::from_millis(1), "retry.backoff_base");
+}

@@ -4,6 +4,7 @@ mod support;
 
 mod cache;
 mod echo;
+mod faults;
 mod forwarding;
 mod h2c;
 mod hygiene;
@@ -14,4 +15,5 @@ mod raw;
 mod retry;
 mod rotation;
 mod security;
+mod shutdown;
 mod tls;
