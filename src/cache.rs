@@ -259,6 +259,7 @@ fn failed(result: &Result<ProxyResponse, ProxyError>) -> bool {
         Err(e) => matches!(
             e,
             ProxyError::UpstreamUnavailable(_)
+                | ProxyError::UpstreamConnect(_)
                 | ProxyError::UpstreamTimeout { .. }
                 | ProxyError::QueueDeadline { .. }
                 | ProxyError::QueueFull { .. }
