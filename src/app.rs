@@ -240,7 +240,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 /// Check the key file every second and re-read it when it changed; the next request uses a
 /// new key.
 async fn watch_key_file(keys: KeyStore) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The key was read at start: the first check is one period later, not at once.
+    let period = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
