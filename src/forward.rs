@@ -117,7 +117,10 @@ impl Forward {
                 self.metrics.retries.with_label_values(&["401_key_rotated"]).inc();
                 tracing::info!("Upstream answered 401 and the key file holds a new key: replaying once with it");
                 drop(resp);
-                (resp, elapsed, _) = self.attempt(again, ticket).await?;
+                // The replay is another upstream request: it pays its own permit.
+                let ctx = crate::context::context_of(&again)?;
+                let permit = self.queue.acquire(ctx.client, ctx.deadline).await?;
+                (resp, elapsed, _) = self.attempt(again, Some(permit.ticket())).await?;
             }
             if resp.status() == http::StatusCode::UNAUTHORIZED {
                 tracing::warn!(
