@@ -14,7 +14,7 @@
 //! limited, counted nor recorded.
 
 mod handler;
-mod limiter;
+pub(crate) mod limiter; // crate-visible: the Budget's simulation tests drive it in-process
 mod reply;
 mod routes;
 mod server;
