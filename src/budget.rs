@@ -10,6 +10,8 @@ use tokio::time::Instant;
 
 pub mod headers;
 pub mod local;
+#[cfg(test)]
+mod sim;
 
 pub use headers::{parse_ratelimit_headers, Observation};
 pub use local::LocalBudget;
@@ -44,6 +46,9 @@ pub struct Snapshot {
 pub trait Budget: Send + Sync + 'static {
     /// Count a send now, or say when the next one is allowed.
     fn try_acquire(&self, now: Instant) -> Result<Ticket, Instant>;
+    /// Without counting anything: the earliest the next send is allowed, and the interval
+    /// expected between sends after it at the current pace (for wait estimates).
+    fn next_send(&self, now: Instant) -> (Instant, Duration);
     /// Undo a send that never happened (its waiter left between the grant and the hand-over).
     fn refund(&self, ticket: Ticket);
     /// The attempt for `ticket` finished (answered or failed).

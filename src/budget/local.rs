@@ -148,6 +148,17 @@ impl Budget for LocalBudget {
         Ok(Ticket { seq: s.sent })
     }
 
+    fn next_send(&self, now: Instant) -> (Instant, Duration) {
+        let mut s = self.state.lock();
+        s.prune(now);
+        let next = s.next_allowed(now);
+        let interval = match s.server_remaining() {
+            Some((r, at)) if r > 0 && at > next => (at - next) / (r as u32).saturating_add(1),
+            _ => Duration::ZERO,
+        };
+        (next, interval.max(s.spacing()))
+    }
+
     fn refund(&self, ticket: Ticket) {
         let mut s = self.state.lock();
         if s.sent == ticket.seq {
