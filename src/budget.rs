@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 pub mod headers;
 pub mod local;
+pub mod server_clock;
 #[cfg(test)]
 mod sim;
 

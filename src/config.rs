@@ -221,7 +221,6 @@ impl Default for LogConfig {
     }
 }
 
-
 /// A configuration problem: names the key and says what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -11,7 +11,7 @@ use std::{collections::VecDeque, time::Duration};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Budget, Observation, Snapshot, Ticket};
+use super::{server_clock::ServerClock, Budget, Observation, Snapshot, Ticket};
 
 /// What the server last told us, anchored to our clock.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +22,9 @@ struct ServerView {
     sent_at_estimate: u64,
     /// The reset instant on our clock.
     reset_at: Instant,
+    /// When the answer arrived, and which of our sends it had counted (at most).
+    observed_at: Instant,
+    counted_upto: u64,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,14 @@ struct State {
     probes_in_flight: u32,
     server_reset_epoch: Option<u64>,
     clock_offset_secs: Option<i64>,
+    /// The server's clock, from the `Date` headers.
+    server_clock: ServerClock,
+    /// Other consumers' spending, requests per second (smoothed).
+    others_rate: f64,
+    /// The server's window has been seen to slide (its reset moved by less than a window).
+    sliding: bool,
+    /// Longest recent time from a send to its answer.
+    rtt: Duration,
 }
 
 /// In-memory Budget.
@@ -65,6 +76,10 @@ impl LocalBudget {
                 probes_in_flight: 0,
                 server_reset_epoch: None,
                 clock_offset_secs: None,
+                server_clock: ServerClock::new(Instant::now()),
+                others_rate: 0.0,
+                sliding: false,
+                rtt: Duration::ZERO,
             }),
         }
     }
@@ -76,7 +91,8 @@ impl State {
     }
 
     fn prune(&mut self, now: Instant) {
-        while self.log.front().is_some_and(|t| *t + self.window <= now) {
+        // Kept a round trip past the window: until then the server may still count them.
+        while self.log.front().is_some_and(|t| *t + self.window + self.rtt <= now) {
             self.log.pop_front();
         }
         if self.gate_until.is_some_and(|g| g <= now) {
@@ -88,7 +104,22 @@ impl State {
     }
 
     fn server_remaining(&self) -> Option<(i64, Instant)> {
-        self.server.map(|s| (s.remaining - (self.sent - s.sent_at_estimate) as i64, s.reset_at))
+        let v = self.server?;
+        let spent = (self.sent - v.sent_at_estimate) as i64;
+        Some((v.remaining - spent + self.own_expired(&v), v.reset_at))
+    }
+
+    /// Our sends the server had counted that have left any window since: each one frees a
+    /// request whether the window is fixed or slides (whoever else spends the account).
+    fn own_expired(&self, v: &ServerView) -> i64 {
+        let Some(last) = self.last_send else { return 0 };
+        let age = self.window + self.rtt;
+        let Some(first) = (self.sent + 1).checked_sub(self.log.len() as u64) else { return 0 };
+        let upto = usize::try_from((v.counted_upto + 1).saturating_sub(first)).unwrap_or(0).min(self.log.len());
+        let now = last.max(v.observed_at);
+        let from = self.log.partition_point(|t| *t + age <= v.observed_at);
+        let to = self.log.partition_point(|t| *t + age <= now).min(upto);
+        to.saturating_sub(from) as i64
     }
 
     /// The earliest instant the next send is allowed (may be in the past).
@@ -110,9 +141,39 @@ impl State {
             next = next.max(self.log[self.log.len() - cap] + self.window);
         }
         if let Some((remaining, reset_at)) = self.server_remaining() {
+            // What others will spend before the reset is not ours to spend.
+            let remaining = if self.sliding { remaining } else { remaining - self.others_until(now, reset_at) };
             next = next.max(spread(remaining, reset_at, self.last_send.unwrap_or(now)));
         }
         next
+    }
+
+    /// What the others spent: the server's used count (`limit − remaining`) minus our own sends
+    /// since the window it speaks of began (`reset − window`: the window's start when it is
+    /// fixed, the oldest counted request when it slides), over the time since then.
+    fn learn_others(&mut self, limit: u32, remaining: u32, reset_at: Instant, seq: u64, now: Instant) {
+        let Some(start) = reset_at.checked_sub(self.window) else { return };
+        let span = now.saturating_duration_since(start);
+        if span < self.window / 4 {
+            return; // too early in the window to tell a rate from noise
+        }
+        let Some(first) = (self.sent + 1).checked_sub(self.log.len() as u64) else { return };
+        let upto = usize::try_from(seq.saturating_sub(first) + 1).unwrap_or(0).min(self.log.len());
+        let ours = upto.saturating_sub(self.log.partition_point(|t| *t < start));
+        let others = (i64::from(limit) - i64::from(remaining) - ours as i64).max(0) as f64;
+        let rate = others / span.as_secs_f64();
+        self.others_rate = 0.8 * self.others_rate + 0.2 * rate;
+    }
+
+    /// Others' expected spending between now and `until`.
+    fn others_until(&self, now: Instant, until: Instant) -> i64 {
+        (self.others_rate * until.saturating_duration_since(now).as_secs_f64()).ceil() as i64
+    }
+
+    /// When send `seq` left, while it is still in the log.
+    fn send_instant(&self, seq: u64) -> Option<Instant> {
+        let first = self.sent.checked_sub(self.log.len() as u64)? + 1;
+        self.log.get(usize::try_from(seq.checked_sub(first)?).ok()?).copied()
     }
 
     /// Sends allowed in one window after the headroom.
@@ -182,29 +243,56 @@ impl Budget for LocalBudget {
         if let Some(limit) = obs.limit {
             s.limit = limit;
         }
+        if let (Some(new), Some(old)) = (obs.reset_epoch, s.server_reset_epoch) {
+            // A fixed window's reset jumps by whole windows; a sliding one's creeps.
+            s.sliding |= new > old && Duration::from_secs(new - old) < s.window;
+        }
         if obs.reset_epoch.is_some() {
             s.server_reset_epoch = obs.reset_epoch;
         }
         if obs.clock_offset_secs.is_some() {
             s.clock_offset_secs = obs.clock_offset_secs;
         }
-        let reset_at = obs.reset_after.map(|d| now + d);
+        let sent = ticket.and_then(|t| s.send_instant(t.seq));
+        if let Some(sent) = sent {
+            s.rtt = s.rtt.mul_f64(0.99).max(now - sent);
+        }
+        if let Some(date) = obs.date_epoch {
+            s.server_clock.observe(date, sent, now);
+        }
+        let reset_at = obs.reset_after.map(|d| s.server_clock.reset_at(obs.reset_epoch, d, now));
         if let (Some(remaining), Some(reset_at)) = (obs.remaining, reset_at) {
             // Sends after this request's may not have been counted yet: assume they were not.
             let later = ticket.map_or(0, |t| s.sent.saturating_sub(t.seq)) as i64;
             let estimate = i64::from(remaining) - later;
+            if let (Some(limit), Some(t)) = (obs.limit, ticket) {
+                s.learn_others(limit, remaining, reset_at, t.seq, now);
+            }
             let keep_lower = s.server_remaining().is_some_and(|(cur, at)| {
                 cur <= estimate && at.max(reset_at) - at.min(reset_at) < Duration::from_secs(1)
             });
             if !keep_lower && reset_at > now {
-                s.server = Some(ServerView { remaining: estimate, sent_at_estimate: s.sent, reset_at });
+                let counted_upto = ticket.map_or(0, |t| t.seq);
+                s.server = Some(ServerView {
+                    remaining: estimate,
+                    sent_at_estimate: s.sent,
+                    reset_at,
+                    observed_at: now,
+                    counted_upto,
+                });
             }
         }
         if obs.status == 429 {
             let wait = [obs.retry_after, obs.reset_after].into_iter().flatten().max().unwrap_or(s.window);
             let until = now + wait;
             s.gate_until = Some(s.gate_until.map_or(until, |g| g.max(until)));
-            s.server = Some(ServerView { remaining: 0, sent_at_estimate: s.sent, reset_at: until });
+            s.server = Some(ServerView {
+                remaining: 0,
+                sent_at_estimate: s.sent,
+                reset_at: until,
+                observed_at: now,
+                counted_upto: 0,
+            });
         }
     }
 
