@@ -231,8 +231,12 @@ async fn main() {
     println!(
         "limit {LIMIT} per {WINDOW:?}, load {LOAD}x from {CLIENTS} clients, {WINDOWS} windows measured after one of warm-up\n"
     );
-    println!("| scenario               | upstream 429s | budget used          | p50 wait | p99 wait | fairness min/max |");
-    println!("|------------------------|-------------:|---------------------:|---------:|---------:|-----------------:|");
+    println!(
+        "| scenario               | upstream 429s | budget used          | p50 wait | p99 wait | fairness min/max |"
+    );
+    println!(
+        "|------------------------|-------------:|---------------------:|---------:|---------:|-----------------:|"
+    );
     let mut total_429 = 0;
     for s in &scenarios {
         let (limited, row) = run(s, &dir).await;

@@ -35,6 +35,10 @@ struct State {
     /// Instants of our sends within the trailing window, oldest first.
     log: VecDeque<Instant>,
     last_send: Option<Instant>,
+    /// The next send's slot on the ideal, evenly spaced schedule (a send that the timer made a
+    /// little late does not push the ones after it), and the one before the last send.
+    next_slot: Option<Instant>,
+    prev_slot: Option<Instant>,
     sent: u64,
     gate_until: Option<Instant>,
     server: Option<ServerView>,
@@ -69,6 +73,8 @@ impl LocalBudget {
                 headroom,
                 log: VecDeque::new(),
                 last_send: None,
+                next_slot: None,
+                prev_slot: None,
                 sent: 0,
                 gate_until: None,
                 server: None,
@@ -133,8 +139,8 @@ impl State {
             // after one pacing interval times the limit's worth of caution.
             next = next.max(self.last_send.unwrap_or(now) + self.window);
         }
-        if let Some(last) = self.last_send {
-            next = next.max(last + self.spacing());
+        if let Some(slot) = self.next_slot {
+            next = next.max(slot);
         }
         let cap = self.effective_cap();
         if self.log.len() >= cap {
@@ -142,7 +148,7 @@ impl State {
         }
         if let Some((remaining, reset_at)) = self.server_remaining() {
             // What others will spend before the reset is not ours to spend.
-            let remaining = if self.sliding || std::env::var("NO_OTHERS").is_ok() { remaining } else { remaining - self.others_until(now, reset_at) };
+            let remaining = if self.sliding { remaining } else { remaining - self.others_until(now, reset_at) };
             next = next.max(spread(remaining, reset_at, self.last_send.unwrap_or(now)));
         }
         next
@@ -205,6 +211,11 @@ impl Budget for LocalBudget {
         }
         s.log.push_back(now);
         s.last_send = Some(now);
+        // Late by less than half a spacing: stay on the grid; later than that: start afresh.
+        let spacing = s.spacing();
+        let grid = s.next_slot.filter(|slot| *slot + spacing / 2 >= now).unwrap_or(now);
+        s.prev_slot = s.next_slot;
+        s.next_slot = Some(grid + spacing);
         s.sent += 1;
         if !s.learned {
             s.probes_in_flight += 1;
@@ -228,6 +239,7 @@ impl Budget for LocalBudget {
         if s.sent == ticket.seq {
             s.log.pop_back();
             s.last_send = s.log.back().copied();
+            s.next_slot = s.prev_slot;
             s.sent -= 1;
             if !s.learned {
                 s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
@@ -243,8 +255,13 @@ impl Budget for LocalBudget {
     fn observe(&self, ticket: Option<Ticket>, obs: &Observation, now: Instant) {
         let mut s = self.state.lock();
         s.learned = true;
-        if let Some(limit) = obs.limit {
+        if let Some(limit) = obs.limit.filter(|l| *l != s.limit) {
             s.limit = limit;
+            // The pace changes now: the next slot moves to the new spacing after the last send.
+            if let Some(last) = s.last_send {
+                let spaced = last + s.spacing();
+                s.next_slot = Some(s.next_slot.map_or(spaced, |slot| slot.max(spaced)));
+            }
         }
         if let (Some(new), Some(old)) = (obs.reset_epoch, s.server_reset_epoch) {
             // A fixed window's reset jumps by whole windows; a sliding one's creeps.

@@ -142,24 +142,3 @@ async fn two_flooding_clients_share_evenly() {
     let o = run(&scenario(WindowKind::Sliding)).await;
     assert!(o.fairness() >= 0.98, "min/max served {:.3}: {:?}", o.fairness(), o.served);
 }
-
-#[tokio::test(start_paused = true)]
-async fn probe_losses() {
-    for h in [0.0, 0.01] {
-        let mut s = scenario(WindowKind::Fixed);
-        s.headroom = h;
-        let o = run(&s).await;
-        report(&format!("fixed h={h}"), &o);
-        let mut t = o.sent_at.clone();
-        t.sort_unstable();
-        let t0 = t[0];
-        println!("span {:?} n {}", *t.last().unwrap() - t0, t.len());
-        for p in t.windows(2) {
-            if p[1] - p[0] > Duration::from_micros(40_500) || p[1] - p[0] < Duration::from_millis(35) {
-                println!("gap {:?} at {:?}", p[1] - p[0], p[1] - t0);
-            }
-        }
-        s.latency = Duration::ZERO;
-        report(&format!("fixed h={h} lat0"), &run(&s).await);
-    }
-}
