@@ -97,8 +97,9 @@ impl State {
     }
 
     fn prune(&mut self, now: Instant) {
-        // Kept a round trip past the window: until then the server may still count them.
-        while self.log.front().is_some_and(|t| *t + self.window + self.rtt <= now) {
+        // Kept two windows: the last answers still speak of sends a window and a round trip old,
+        // and each one that has left the server's window since counts as freed (`own_expired`).
+        while self.log.front().is_some_and(|t| *t + 2 * self.window + self.rtt <= now) {
             self.log.pop_front();
         }
         if self.gate_until.is_some_and(|g| g <= now) {
@@ -147,9 +148,10 @@ impl State {
             next = next.max(self.log[self.log.len() - cap] + self.window);
         }
         if let Some((remaining, reset_at)) = self.server_remaining() {
-            // What others will spend before the reset is not ours to spend.
-            let remaining = if self.sliding { remaining } else { remaining - self.others_until(now, reset_at) };
-            next = next.max(spread(remaining, reset_at, self.last_send.unwrap_or(now)));
+            // What others will spend before a fixed window's reset is not ours to spend (in a
+            // sliding window their old requests free as fast as their new ones spend).
+            let others = if self.sliding { 0 } else { self.others_until(now, reset_at) };
+            next = next.max(spread(remaining - others, reset_at, self.last_send.unwrap_or(now)));
         }
         next
     }
