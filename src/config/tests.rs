@@ -90,3 +90,12 @@ fn debug_output_holds_no_key() {
     let source = Config::default().key_source(Some("sk_live_secret_value".into())).unwrap();
     assert!(!format!("{source:?}").contains("secret_value"));
 }
+
+#[test]
+fn priority_and_max_wait_keys_are_checked() {
+    rejects(|c| c.queue.high_priority_share = 0.0, "queue.high_priority_share");
+    rejects(|c| c.queue.high_priority_share = 1.5, "queue.high_priority_share");
+    rejects(|c| c.queue.high_priority_share = f64::NAN, "queue.high_priority_share");
+    rejects(|c| c.queue.priority_header = "bad header".into(), "queue.priority_header");
+    rejects(|c| c.queue.max_wait_header = "".into(), "queue.max_wait_header");
+}
