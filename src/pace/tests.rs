@@ -189,3 +189,19 @@ async fn a_deep_queue_drains_in_order_at_the_pace() {
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(19_900) && took <= Duration::from_millis(20_100), "{took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_short_deadline_is_not_refused_while_the_start_up_probe_is_out() {
+    // The probe's answer usually comes in milliseconds: the window-long fallback is no estimate.
+    let b: Arc<dyn Budget> = Arc::new(LocalBudget::new(100, Duration::from_secs(60), 0.0));
+    let q = Queue::spawn(b.clone(), 10);
+    let probe = q.acquire(Arc::from("a"), far()).await.unwrap();
+    let second = tokio::spawn({
+        let q = q.clone();
+        async move { q.acquire(Arc::from("a"), Instant::now() + Duration::from_secs(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.observe(Some(probe.ticket()), &Observation { status: 200, ..Default::default() }, Instant::now());
+    q.budget_changed();
+    assert!(second.await.unwrap().is_ok(), "granted once the probe was answered");
+}
