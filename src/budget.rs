@@ -48,7 +48,8 @@ pub trait Budget: Send + Sync + 'static {
     /// Count a send now, or say when the next one is allowed.
     fn try_acquire(&self, now: Instant) -> Result<Ticket, Instant>;
     /// Without counting anything: the earliest the next send is allowed, and the interval
-    /// expected between sends after it at the current pace (for wait estimates).
+    /// expected between sends after it at the current pace. For wait estimates, so it is a
+    /// lower bound: the start-up probe's wait for its answer is not counted.
     fn next_send(&self, now: Instant) -> (Instant, Duration);
     /// Undo a send that never happened (its waiter left between the grant and the hand-over).
     fn refund(&self, ticket: Ticket);

@@ -131,14 +131,21 @@ impl State {
 
     /// The earliest instant the next send is allowed (may be in the past).
     fn next_allowed(&self, now: Instant) -> Instant {
-        let mut next = now;
-        if let Some(gate) = self.gate_until {
-            next = next.max(gate);
-        }
+        let mut next = self.next_paced(now);
         if !self.learned && self.probes_in_flight > 0 {
             // Wait for the probe's answer (observe wakes the queue); a lost probe gives way
             // after one pacing interval times the limit's worth of caution.
             next = next.max(self.last_send.unwrap_or(now) + self.window);
+        }
+        next
+    }
+
+    /// The earliest next send by the gate, the pace and what the server said (the start-up
+    /// probe's wait aside: its answer usually comes within a round trip).
+    fn next_paced(&self, now: Instant) -> Instant {
+        let mut next = now;
+        if let Some(gate) = self.gate_until {
+            next = next.max(gate);
         }
         if let Some(slot) = self.next_slot {
             next = next.max(slot);
@@ -228,7 +235,7 @@ impl Budget for LocalBudget {
     fn next_send(&self, now: Instant) -> (Instant, Duration) {
         let mut s = self.state.lock();
         s.prune(now);
-        let next = s.next_allowed(now);
+        let next = s.next_paced(now);
         let interval = match s.server_remaining() {
             Some((r, at)) if r > 0 && at > next => (at - next) / (r as u32).saturating_add(1),
             _ => Duration::ZERO,
