@@ -98,7 +98,7 @@ impl State {
 
     fn prune(&mut self, now: Instant) {
         // Kept two windows: the last answers still speak of sends a window and a round trip old,
-        // and each one that has left the server's window since counts as freed (`own_expired`).
+        // and each one that has left the server's window since counts as freed (`own_frees`).
         while self.log.front().is_some_and(|t| *t + 2 * self.window + self.rtt <= now) {
             self.log.pop_front();
         }
@@ -110,23 +110,30 @@ impl State {
         }
     }
 
-    fn server_remaining(&self) -> Option<(i64, Instant)> {
+    /// The server's remaining as of `now` (our sends since subtracted, our counted sends that
+    /// have left its window since added) and its reset.
+    fn server_remaining(&self, now: Instant) -> Option<(i64, Instant)> {
         let v = self.server?;
         let spent = (self.sent - v.sent_at_estimate) as i64;
-        Some((v.remaining - spent + self.own_expired(&v), v.reset_at))
+        Some((v.remaining - spent + self.own_frees(&v, v.observed_at, now).0, v.reset_at))
     }
 
-    /// Our sends the server had counted that have left any window since: each one frees a
-    /// request whether the window is fixed or slides (whoever else spends the account).
-    fn own_expired(&self, v: &ServerView) -> i64 {
-        let Some(last) = self.last_send else { return 0 };
+    /// Our sends the server had counted that leave any window in `(after, until]`: each one
+    /// frees a request whether the window is fixed or slides (whoever else spends the
+    /// account), and the first instant one does.
+    fn own_frees(&self, v: &ServerView, after: Instant, until: Instant) -> (i64, Option<Instant>) {
         let age = self.window + self.rtt;
-        let Some(first) = (self.sent + 1).checked_sub(self.log.len() as u64) else { return 0 };
+        let Some(first) = (self.sent + 1).checked_sub(self.log.len() as u64) else { return (0, None) };
         let upto = usize::try_from((v.counted_upto + 1).saturating_sub(first)).unwrap_or(0).min(self.log.len());
-        let now = last.max(v.observed_at);
-        let from = self.log.partition_point(|t| *t + age <= v.observed_at);
-        let to = self.log.partition_point(|t| *t + age <= now).min(upto);
-        to.saturating_sub(from) as i64
+        // Only sends the answer counted: in a fixed window those since it began (`reset −
+        // window`; the previous window's were never in its count); in a sliding one those
+        // within a window of the answer (its rounded reset would exclude too many).
+        let start = if self.sliding { v.observed_at } else { v.reset_at };
+        let start = start.checked_sub(self.window).unwrap_or(start);
+        let from = self.log.partition_point(|t| *t + age <= after).max(self.log.partition_point(|t| *t < start));
+        let to = self.log.partition_point(|t| *t + age <= until).min(upto);
+        let first_free = (from < to).then(|| self.log[from] + age);
+        (to.saturating_sub(from) as i64, first_free)
     }
 
     /// The earliest instant the next send is allowed (may be in the past).
@@ -154,11 +161,20 @@ impl State {
         if self.log.len() >= cap {
             next = next.max(self.log[self.log.len() - cap] + self.window);
         }
-        if let Some((remaining, reset_at)) = self.server_remaining() {
+        if let (Some((remaining, reset_at)), Some(v)) = (self.server_remaining(now), self.server) {
             // What others will spend before a fixed window's reset is not ours to spend (in a
             // sliding window their old requests free as fast as their new ones spend).
             let others = if self.sliding { 0 } else { self.others_until(now, reset_at) };
-            next = next.max(spread(remaining - others, reset_at, self.last_send.unwrap_or(now)));
+            // Our own sends that will leave the window before the reset free requests too
+            // (never in a fixed window: its sends all leave at the reset).
+            let (upcoming, first_free) = self.own_frees(&v, now, reset_at);
+            next = next.max(spread(remaining + upcoming - others, reset_at, self.last_send.unwrap_or(now)));
+            // With others spending a sliding window, a lone free request may be theirs by the
+            // time ours arrives: keep one in hand.
+            let keep = i64::from(self.sliding && self.others_rate > 0.0);
+            if remaining <= keep {
+                next = next.max(first_free.unwrap_or(reset_at).min(reset_at));
+            }
         }
         next
     }
@@ -167,7 +183,9 @@ impl State {
     /// since the window it speaks of began (`reset − window`: the window's start when it is
     /// fixed, the oldest counted request when it slides), over the time since then.
     fn learn_others(&mut self, limit: u32, remaining: u32, reset_at: Instant, seq: u64, now: Instant) {
-        let Some(start) = reset_at.checked_sub(self.window) else { return };
+        // A sliding window's reset is rounded up: the window it counts is the one ending now.
+        let end = if self.sliding { now.checked_sub(self.rtt).unwrap_or(now) } else { reset_at };
+        let Some(start) = end.checked_sub(self.window) else { return };
         let span = now.saturating_duration_since(start);
         if span < self.window / 4 {
             return; // too early in the window to tell a rate from noise
@@ -236,7 +254,7 @@ impl Budget for LocalBudget {
         let mut s = self.state.lock();
         s.prune(now);
         let next = s.next_paced(now);
-        let interval = match s.server_remaining() {
+        let interval = match s.server_remaining(now) {
             Some((r, at)) if r > 0 && at > next => (at - next) / (r as u32).saturating_add(1),
             _ => Duration::ZERO,
         };
@@ -297,7 +315,7 @@ impl Budget for LocalBudget {
             if let (Some(limit), Some(t)) = (obs.limit, ticket) {
                 s.learn_others(limit, remaining, reset_at, t.seq, now);
             }
-            let keep_lower = s.server_remaining().is_some_and(|(cur, at)| {
+            let keep_lower = s.server_remaining(now).is_some_and(|(cur, at)| {
                 cur <= estimate && at.max(reset_at) - at.min(reset_at) < Duration::from_secs(1)
             });
             if !keep_lower && reset_at > now {
@@ -334,7 +352,7 @@ impl Budget for LocalBudget {
         s.prune(now);
         let own_left = s.effective_cap().saturating_sub(s.log.len()) as i64;
         let own_reset = s.log.front().map_or(Duration::ZERO, |t| (*t + s.window).saturating_duration_since(now));
-        let (remaining, reset_in) = match s.server_remaining() {
+        let (remaining, reset_in) = match s.server_remaining(now) {
             Some((r, at)) => (r.min(own_left), at.saturating_duration_since(now)),
             None => (own_left, own_reset),
         };

@@ -38,7 +38,7 @@ async fn fixed_window_is_used_fully_without_429s() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "known gap: the mock rounds a sliding reset up to whole seconds; with 2 s windows ~80% is used (zero 429s)"]
+#[ignore = "known gap: 97.1% (alone) / 97.5% (with another consumer) of a sliding 2 s window used, zero 429s"]
 async fn sliding_window_is_used_fully_without_429s() {
     assert_compliant("sliding", &run(&scenario(WindowKind::Sliding)).await, 0.98);
 }
@@ -51,7 +51,7 @@ async fn another_consumer_spending_30_percent_causes_no_429s_fixed() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "known gap: the mock rounds a sliding reset up to whole seconds; with 2 s windows ~80% is used (zero 429s)"]
+#[ignore = "known gap: 97.1% (alone) / 97.5% (with another consumer) of a sliding 2 s window used, zero 429s"]
 async fn another_consumer_spending_30_percent_causes_no_429s_sliding() {
     let mut s = scenario(WindowKind::Sliding);
     s.external_rate = 0.3 * 50.0 / W.as_secs_f64();
@@ -151,6 +151,6 @@ async fn sliding_windows_cause_no_429s_with_or_without_another_consumer() {
         let o = run(&s).await;
         report(&format!("sliding external {external}"), &o);
         assert_eq!(o.limited, 0);
-        assert!(o.share_used() >= 0.75, "{:.3}", o.share_used());
+        assert!(o.share_used() >= 0.97, "{:.3}", o.share_used());
     }
 }
