@@ -199,3 +199,13 @@ async fn timer_granularity_does_not_accumulate_into_lost_sends() {
     assert!(sent.len() >= 494, "{} sends in 20 s (the pace allows 495)", sent.len());
     assert!(max_in_any_window(&sent, Duration::from_secs(2)) <= 50);
 }
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_counts_only_sends_within_the_trailing_window() {
+    let b = learned(10, Duration::from_secs(10), 0.0);
+    let sent = drain_for(&b, Duration::from_millis(4_500)).await;
+    assert_eq!(sent.len(), 5);
+    advance(Duration::from_secs(12)).await; // every send has left the window
+    let s = b.snapshot(Instant::now());
+    assert_eq!((s.remaining, s.reset_in), (10, Duration::ZERO));
+}
