@@ -350,8 +350,10 @@ impl Budget for LocalBudget {
     fn snapshot(&self, now: Instant) -> Snapshot {
         let mut s = self.state.lock();
         s.prune(now);
-        let own_left = s.effective_cap().saturating_sub(s.log.len()) as i64;
-        let own_reset = s.log.front().map_or(Duration::ZERO, |t| (*t + s.window).saturating_duration_since(now));
+        let first_in_window = s.log.partition_point(|t| *t + s.window <= now);
+        let own_left = s.effective_cap().saturating_sub(s.log.len() - first_in_window) as i64;
+        let own_reset =
+            s.log.get(first_in_window).map_or(Duration::ZERO, |t| (*t + s.window).saturating_duration_since(now));
         let (remaining, reset_in) = match s.server_remaining(now) {
             Some((r, at)) => (r.min(own_left), at.saturating_duration_since(now)),
             None => (own_left, own_reset),
