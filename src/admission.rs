@@ -1,19 +1,22 @@
 //! Admission: the proxy is not an open proxy. Only origin-form requests (or absolute-form naming
 //! the upstream itself) whose normalised path lies under an allowed prefix go on, and their
 //! bodies are read (bounded) so they can be replayed. Every request gets a request id and a
-//! client identity here.
+//! client identity here: the name of its inbound token when authentication is on, else the
+//! client header or the peer address.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use http::{header, HeaderName, Method, Request, Uri};
+use bytes::{Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, Method, Request, Uri};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::{
-    body::{collect_bounded, Collected},
     context::{ProxyRequest, RequestContext},
     error::ProxyError,
     pace::queue::Priority,
+    secret::TokenSet,
 };
 
 /// `X-Max-Wait`: a duration with a unit (`5s`, `1500ms`, `1m`), or bare whole seconds.
@@ -47,7 +50,30 @@ pub struct AdmissionSettings {
     pub priority_header: HeaderName,
     /// Header carrying the longest a caller will wait (`5s`, `500ms`), capped by `max_wait`.
     pub max_wait_header: HeaderName,
+    /// Inbound tokens (empty: authentication off).
+    pub tokens: TokenSet,
+    /// Header carrying the inbound token; always removed before forwarding.
+    pub token_header: HeaderName,
 }
+
+/// Request extension: trailers of a chunked request body, forwarded after the body.
+#[derive(Clone, Debug)]
+pub struct RequestTrailers(pub HeaderMap);
+
+/// Headers through which a client could steer the upstream's routing, host or method
+/// (IIS/Symfony-style overrides): a proxy that checks the path must not forward them.
+const ROUTING_OVERRIDES: [&str; 10] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    "forwarded",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// Checks and buffers requests.
 #[derive(Clone, Debug)]
@@ -69,26 +95,43 @@ impl Admission {
         id: Arc<str>,
     ) -> Result<ProxyRequest, ProxyError> {
         let received = Instant::now();
+        let named = self.authenticate(&req)?;
         self.check_method(req.method())?;
-        if req.headers().contains_key(header::UPGRADE) && req.version() < http::Version::HTTP_2 {
-            return Err(ProxyError::BadRequest("protocol upgrades are not forwarded".into()));
-        }
+        check_no_upgrade(&req)?;
         let uri = self.check_target(&req)?;
-        let client = self.client_id(&req, peer);
+        let client = named.unwrap_or_else(|| self.client_id(&req, peer));
         let priority = self.priority(&req)?;
         let max_wait = self.max_wait(&req)?;
         let (mut parts, body) = req.into_parts();
-        let limit = self.settings.max_body;
-        let bytes = match collect_bounded(body, limit).await {
-            Ok(Collected::Complete(b)) => b,
-            Ok(Collected::TooLarge { .. }) => return Err(ProxyError::PayloadTooLarge { limit }),
-            Err(e) => return Err(ProxyError::BadRequest(format!("could not read the request body: {e}"))),
-        };
+        parts.headers.remove(&self.settings.token_header);
+        for name in ROUTING_OVERRIDES {
+            parts.headers.remove(name);
+        }
+        let (bytes, trailers) = read_body(body, self.settings.max_body).await?;
         parts.uri = uri;
         parts.extensions = http::Extensions::new();
         parts.extensions.insert(RequestContext { id, client, deadline: received + max_wait });
         parts.extensions.insert(priority);
+        if let Some(t) = trailers {
+            parts.extensions.insert(RequestTrailers(t));
+        }
         Ok(Request::from_parts(parts, bytes))
+    }
+
+    /// With tokens configured: the name of the presented token, or 401.
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<Option<Arc<str>>, ProxyError> {
+        let tokens = &self.settings.tokens;
+        if !tokens.is_enabled() {
+            return Ok(None);
+        }
+        let header = &self.settings.token_header;
+        let mut values = req.headers().get_all(header).iter();
+        let (Some(v), None) = (values.next(), values.next()) else {
+            return Err(ProxyError::Unauthenticated(header.to_string()));
+        };
+        let name = tokens.verify(v.as_bytes()).ok_or_else(|| ProxyError::Unauthenticated(header.to_string()))?;
+        tracing::debug!(client = %name, "Inbound token accepted");
+        Ok(Some(name))
     }
 
     fn check_method(&self, m: &Method) -> Result<(), ProxyError> {
@@ -165,4 +208,51 @@ impl Admission {
             None => Arc::from(peer.ip().to_string()),
         }
     }
+}
+
+/// HTTP/1 upgrades (websocket, h2c, anything) would turn the proxy into a tunnel: refused, as
+/// is an `HTTP2-Settings` header or `Connection: upgrade` without a protocol.
+fn check_no_upgrade<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.version() >= http::Version::HTTP_2 {
+        return Ok(()); // h2 has no Upgrade; extended CONNECT is refused with CONNECT
+    }
+    let h = req.headers();
+    let conn_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if h.contains_key(header::UPGRADE) || h.contains_key("http2-settings") || conn_upgrade {
+        return Err(ProxyError::BadRequest("protocol upgrades are not forwarded".into()));
+    }
+    Ok(())
+}
+
+/// Read the body (bounded) and keep its trailers. A declared length over the limit is refused
+/// before anything is read, so `Expect: 100-continue` clients get 413 without sending.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<HeaderMap>), ProxyError> {
+    use http_body::Body as _;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(ProxyError::PayloadTooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    let mut trailers: Option<HeaderMap> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BadRequest(format!("could not read the request body: {e}")))?;
+        match frame.into_data() {
+            Ok(data) => {
+                if buf.len() + data.len() > limit {
+                    return Err(ProxyError::PayloadTooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(HeaderMap::new).extend(t);
+                }
+            }
+        }
+    }
+    Ok((buf.freeze(), trailers))
 }

@@ -29,7 +29,7 @@ use crate::{
         PaceLayer,
     },
     retry::{RetryLayer, RetryPolicy},
-    secret::{KeySource, KeyStore},
+    secret::{KeySource, KeyStore, TokenSet},
     server::{self, ConnLimits},
     stack::{self, Proxy},
 };
@@ -66,6 +66,7 @@ pub struct App {
     queue: Queue,
     ready: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
     proxy_task: JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
     admin_task: JoinHandle<hyper_util::server::graceful::GracefulShutdown>,
     watcher: Option<JoinHandle<()>>,
@@ -78,6 +79,7 @@ impl App {
         let base = parse_upstream(&cfg.upstream.url)?;
         let http = client::build(&cfg.upstream)?;
         let keys = KeyStore::load(key).map_err(StartError::Key)?;
+        let tokens = inbound_tokens(cfg)?;
         let metrics = Metrics::new();
         let clock = EpochClock::system();
         let b = &cfg.budget;
@@ -86,17 +88,16 @@ impl App {
             budget.clone(),
             QueueSettings { capacity: cfg.queue.capacity, high_priority_share: cfg.queue.high_priority_share },
         );
-        let cache = CacheStore::new(
-            CacheSettings {
-                enabled: cfg.cache.enabled,
-                account: "default".into(),
-                ttl: cfg.cache.ttl,
-                max_bytes: cfg.cache.max_bytes.as_u64(),
-                max_entry_bytes: usize::try_from(cfg.cache.max_entry_bytes.as_u64()).unwrap_or(usize::MAX),
-            },
-            metrics.clone(),
-        );
-        let retry = RetryPolicy { max_attempts: cfg.retry.max_attempts.get(), max_wait: cfg.retry.max_wait };
+        let cache = CacheStore::new(CacheSettings::from_config(&cfg.cache, "default"), metrics.clone())
+            .with_budget(budget.clone()); // read only: is the account limited (stale serving)
+        let r = &cfg.retry;
+        let retry = RetryPolicy {
+            max_attempts: r.max_attempts.get(),
+            max_wait: r.max_wait,
+            fault_attempts: r.fault_attempts.get(),
+            backoff_base: r.backoff_base,
+            backoff_max: r.backoff_max,
+        };
         let forward =
             Forward::new(http, base.clone(), keys.clone(), queue.clone(), metrics.clone(), clock, cfg.upstream.timeout);
         let proxy = Proxy {
@@ -109,6 +110,9 @@ impl App {
                 upstream_host: base.authority.host().to_owned(),
                 priority_header: header_name("queue.priority_header", &cfg.queue.priority_header)?,
                 max_wait_header: header_name("queue.max_wait_header", &cfg.queue.max_wait_header)?,
+                tokens,
+                token_header: http::HeaderName::from_bytes(cfg.auth.header.as_bytes())
+                    .map_err(|e| ConfigError::Invalid { key: "auth.header", problem: e.to_string() })?,
             }),
             stack: stack::build(
                 cache.clone(),
@@ -132,11 +136,15 @@ impl App {
         let limits = ConnLimits {
             max_header_bytes: usize::try_from(cfg.server.max_header_bytes.as_u64()).unwrap_or(usize::MAX),
             header_read_timeout: cfg.server.header_read_timeout,
+            max_connections: cfg.server.max_connections,
+            idle_timeout: cfg.server.idle_timeout,
         };
         let (stop, stop_rx) = watch::channel(false);
+        // The admin listener outlives the drain, so /readyz can say 503 while it lasts.
+        let (stop_admin, admin_stop_rx) = watch::channel(false);
         let proxy_task = tokio::spawn(server::serve(
             proxy_listener,
-            server::builder(limits),
+            limits,
             move |peer| {
                 let proxy = proxy.clone();
                 service_fn(move |req| {
@@ -144,11 +152,12 @@ impl App {
                     async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
                 })
             },
-            stop_rx.clone(),
+            stop_rx,
+            Some(metrics.clone()),
         ));
         let admin_task = tokio::spawn(server::serve(
             admin_listener,
-            server::builder(limits),
+            limits,
             move |_| {
                 let admin = admin.clone();
                 service_fn(move |req| {
@@ -156,7 +165,8 @@ impl App {
                     async move { Ok::<_, Infallible>(admin.handle(&req).await) }
                 })
             },
-            stop_rx,
+            admin_stop_rx,
+            None,
         ));
         let watcher = keys.is_file().then(|| tokio::spawn(watch_key_file(keys.clone())));
         tracing::info!(%proxy_addr, %admin_addr, upstream = %cfg.upstream.url, "Proxy listening");
@@ -168,6 +178,7 @@ impl App {
             queue,
             ready,
             stop,
+            stop_admin,
             proxy_task,
             admin_task,
             watcher,
@@ -176,30 +187,22 @@ impl App {
     }
 
     /// Stop accepting, let in-flight and queued requests finish within the grace period, then
-    /// answer what is still queued with a `proxy_shutting_down` envelope.
+    /// answer what is still queued with a `proxy_shutting_down` envelope. `/readyz` answers 503
+    /// from the first moment; the admin listener closes once the proxy's connections are done.
     pub async fn shutdown(self) {
-        tracing::info!(grace = ?self.grace, "Shutting down: no new connections");
+        tracing::info!(grace = ?self.grace, queued = self.queue.depth(), "Shutting down: no new connections");
         self.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
         if let Some(w) = &self.watcher {
             w.abort();
         }
-        let (Ok(proxy), Ok(admin)) = (self.proxy_task.await, self.admin_task.await) else {
-            self.queue.close();
-            return;
-        };
-        drop(admin); // admin connections are not drained
-        let drain = proxy.shutdown();
-        tokio::pin!(drain);
-        tokio::select! {
-            _ = &mut drain => tracing::info!("Drained every connection"),
-            _ = tokio::time::sleep(self.grace) => {
-                tracing::warn!(queued = self.queue.depth(), "Grace period over: refusing what is still queued");
-                self.queue.close();
-                let _ = tokio::time::timeout(Duration::from_secs(5), &mut drain).await;
-            }
+        if let Ok(proxy) = self.proxy_task.await {
+            drain(proxy, &self.queue, self.grace).await;
         }
         self.queue.close();
+        let _ = self.stop_admin.send(true);
+        drop(self.admin_task.await); // admin connections are not drained
+        tracing::info!("Shutdown complete");
     }
 }
 
@@ -207,17 +210,53 @@ fn header_name(key: &'static str, name: &str) -> Result<http::HeaderName, Config
     http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| ConfigError::Invalid { key, problem: e.to_string() })
 }
 
+/// Wait for every proxy connection to finish; past `grace`, refuse what is still queued (each
+/// waiter gets its envelope) and give the answers a moment to be written.
+async fn drain(proxy: hyper_util::server::graceful::GracefulShutdown, queue: &Queue, grace: Duration) {
+    let drain = proxy.shutdown();
+    tokio::pin!(drain);
+    tokio::select! {
+        _ = &mut drain => tracing::info!("Drained every connection"),
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(queued = queue.depth(), "Grace period over: refusing what is still queued");
+            queue.close();
+            if tokio::time::timeout(Duration::from_secs(5), &mut drain).await.is_err() {
+                tracing::warn!("Connections still open 5s after the grace period: closing them");
+            }
+        }
+    }
+}
+
+/// The inbound tokens; warns when the proxy listens beyond loopback without them.
+fn inbound_tokens(cfg: &Config) -> Result<TokenSet, StartError> {
+    let tokens = TokenSet::load(&cfg.auth.tokens, cfg.auth.tokens_file.as_deref())
+        .map_err(|problem| ConfigError::Invalid { key: "auth.tokens_file", problem })?;
+    if cfg.auth.is_enabled() && !tokens.is_enabled() {
+        let problem = "holds no token: inbound authentication would be off".into();
+        return Err(ConfigError::Invalid { key: "auth.tokens_file", problem }.into());
+    }
+    if !tokens.is_enabled() && !cfg.server.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.server.listen,
+            "Listening beyond loopback WITHOUT inbound authentication (server.allow_public_bind): \
+             anything that reaches this address can spend the account"
+        );
+    }
+    Ok(tokens)
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Re-read the key file every second; the next request uses a new key.
+/// Check the key file every second and re-read it when it changed; the next request uses a
+/// new key.
 async fn watch_key_file(keys: KeyStore) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match keys.reload() {
+        match keys.reload_if_changed() {
             Ok(true) => tracing::info!("API key file changed: using the new key"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "Cannot re-read the API key file; keeping the current key"),

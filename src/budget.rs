@@ -50,7 +50,11 @@ pub trait Budget: Send + Sync + 'static {
     /// Without counting anything: the earliest the next send is allowed, and the interval
     /// expected between sends after it at the current pace. For wait estimates, so it is a
     /// lower bound: the start-up probe's wait for its answer is not counted.
-    fn next_send(&self, now: Instant) -> (Instant, Duration);
+    /// The default reads the gate and the even pace from [`Budget::snapshot`].
+    fn next_send(&self, now: Instant) -> (Instant, Duration) {
+        let snap = self.snapshot(now);
+        (self.gate_until(now).unwrap_or(now), snap.window / snap.limit.max(1))
+    }
     /// Undo a send that never happened (its waiter left between the grant and the hand-over).
     fn refund(&self, ticket: Ticket);
     /// The attempt for `ticket` finished (answered or failed).

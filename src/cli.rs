@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     app::{App, StartError},
     config::{Config, ConfigError, LogFormat, KEY_ENV},
-    mock::{self, MockConfig, WindowKind},
+    mock::{self, FaultRates, MockConfig, WindowKind},
     secret::Secret,
     telemetry,
 };
@@ -44,6 +44,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Validate a configuration and exit.
     Check(ProxyArgs),
+    /// Print the effective configuration (file + flags) as TOML, secrets redacted.
+    PrintConfig(ProxyArgs),
 }
 
 /// Flags that override the config file.
@@ -76,6 +78,9 @@ pub struct ProxyArgs {
     /// Log format (log.format).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Allow a non-loopback --listen without inbound tokens (server.allow_public_bind); warns.
+    #[arg(long)]
+    pub allow_public_bind: bool,
 }
 
 /// `mock` flags.
@@ -105,6 +110,21 @@ pub struct MockArgs {
     /// Delay before each answer, with a unit.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub latency: Duration,
+    /// Fraction of requests answered 502, 503 or 504 (no budget spent).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx_rate: f64,
+    /// Fraction of requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_reset_rate: f64,
+    /// Fraction of requests answered only after --fault-slow.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_slow_rate: f64,
+    /// Delay of a slow answer, with a unit.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub fault_slow: Duration,
+    /// Seed of the fault generator (same seed, same faults).
+    #[arg(long, default_value_t = 1)]
+    pub fault_seed: u64,
 }
 
 /// Parse a duration written with a unit (`2s`, `500ms`, `1m`).
@@ -149,6 +169,9 @@ impl ProxyArgs {
         if let Some(v) = self.log_format {
             cfg.log.format = v;
         }
+        if self.allow_public_bind {
+            cfg.server.allow_public_bind = true;
+        }
     }
 }
 
@@ -166,6 +189,7 @@ pub fn main() -> ExitCode {
         None => runtime.block_on(run(cli.run)),
         Some(Command::Run(args)) => runtime.block_on(run(args)),
         Some(Command::Check(args)) => check(&args),
+        Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Mock(args)) => runtime.block_on(run_mock(args)),
         Some(Command::Demo(args)) => runtime.block_on(demo::run(args)),
     }
@@ -197,6 +221,25 @@ fn check(args: &ProxyArgs) -> ExitCode {
         humantime::format_duration(cfg.budget.window)
     );
     ExitCode::SUCCESS
+}
+
+/// The effective config as TOML. Tokens print as `name:<redacted>`; the key is never part of
+/// the config (only `key.file`, a path).
+fn print_config(args: &ProxyArgs) -> ExitCode {
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    match toml::to_string(&cfg) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("racknap-proxy: cannot print the config: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(args: ProxyArgs) -> ExitCode {
@@ -249,7 +292,18 @@ async fn run_mock(args: MockArgs) -> ExitCode {
     if args.limit == 0 || args.window.is_zero() {
         return config_error(&"mock: --limit and --window must be greater than zero");
     }
+    let faults = FaultRates {
+        status_5xx: args.fault_5xx_rate,
+        reset: args.fault_reset_rate,
+        slow: args.fault_slow_rate,
+        slow_for: args.fault_slow,
+        seed: args.fault_seed,
+    };
+    if let Err(e) = faults.check() {
+        return config_error(&format!("mock: {e}"));
+    }
     let mut cfg = MockConfig::new(key);
+    cfg.faults = faults;
     cfg.listen = args.listen;
     cfg.limit = args.limit;
     cfg.window = args.window;

@@ -10,9 +10,9 @@ use std::{
 };
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::secret::{KeySource, Secret};
+use crate::secret::{InboundToken, KeySource, Secret};
 
 #[cfg(test)]
 mod tests;
@@ -21,7 +21,7 @@ mod tests;
 pub const KEY_ENV: &str = "RACKNAP_API_KEY";
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listeners and request limits.
@@ -40,10 +40,12 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Inbound authentication: who may use the key.
+    pub auth: AuthConfig,
 }
 
 /// `[server]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Proxy listener (HTTP/1.1 and h2c).
@@ -62,10 +64,42 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Path prefixes that are forwarded; everything else is refused.
     pub allowed_prefixes: Vec<String>,
+    /// Allow a non-loopback `listen` without inbound authentication (logs a warning).
+    pub allow_public_bind: bool,
+    /// Most client connections open at once; further connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection with no request in flight and no bytes moving for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// `[auth]`: optional inbound tokens. Either list being non-empty turns authentication on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Header carrying the client's token (never the upstream's `Authorization`).
+    pub header: String,
+    /// Tokens as `name:token`; the name becomes the client id.
+    pub tokens: Vec<InboundToken>,
+    /// A file of `name:token` lines, read at start.
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// Whether inbound authentication is configured.
+    pub fn is_enabled(&self) -> bool {
+        !self.tokens.is_empty() || self.tokens_file.is_some()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { header: "x-proxy-token".into(), tokens: Vec::new(), tokens_file: None }
+    }
 }
 
 /// `[upstream]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL: `https://host[:port]` or `http://host[:port]`.
@@ -81,7 +115,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[key]`
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyConfig {
     /// File holding the key; re-read when it changes. Unset: `RACKNAP_API_KEY`.
@@ -89,7 +123,7 @@ pub struct KeyConfig {
 }
 
 /// `[budget]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Requests allowed per window (the server's `X-RateLimit-Limit` replaces it).
@@ -102,7 +136,7 @@ pub struct BudgetConfig {
 }
 
 /// `[queue]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Most requests waiting for a permit at once.
@@ -125,18 +159,28 @@ pub struct QueueConfig {
 }
 
 /// `[retry]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts per request in all, the first included (1 = never retry a 429).
     pub max_attempts: NonZeroU32,
-    /// Longest total time a request may spend waiting out 429s.
+    /// Longest total time a request may spend waiting out 429s and backing off from faults.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Attempts per request in all when the upstream faults (reset, timeout, 502/503/504), the
+    /// first included (1 = never retry a fault). Only idempotent methods are replayed once a
+    /// request may have reached the upstream; a refused connection is retried for any method.
+    pub fault_attempts: NonZeroU32,
+    /// First backoff after a fault; it doubles per fault, with jitter (half to all of it).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest single backoff.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 /// `[cache]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Cache successful GETs.
@@ -148,10 +192,19 @@ pub struct CacheConfig {
     pub max_bytes: ByteSize,
     /// Bodies above this size are passed through, not cached.
     pub max_entry_bytes: ByteSize,
+    /// Freshness per collection, replacing `ttl` there: `"/v1/customers" = "5m"`.
+    pub ttl_by_collection: std::collections::BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// How long past expiry an entry may still be served (`X-Cache: STALE`) while the account
+    /// is rate limited or the upstream fails; zero turns stale serving off.
+    #[serde(with = "humantime_serde")]
+    pub stale_max: Duration,
+    /// Serve a stale entry instead of queueing when the budget is spent for longer than this.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_wait: Duration,
 }
 
 /// `[log]`
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.
@@ -161,7 +214,7 @@ pub struct LogConfig {
 }
 
 /// Log line format.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -181,6 +234,9 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             allowed_prefixes: vec!["/v1/".into()],
+            allow_public_bind: false,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -218,7 +274,13 @@ impl Default for QueueConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { max_attempts: NonZeroU32::new(3).unwrap(), max_wait: Duration::from_secs(90) }
+        Self {
+            max_attempts: NonZeroU32::new(3).unwrap(),
+            max_wait: Duration::from_secs(90),
+            fault_attempts: NonZeroU32::new(3).unwrap(),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
     }
 }
 
@@ -229,6 +291,9 @@ impl Default for CacheConfig {
             ttl: Duration::from_secs(30),
             max_bytes: ByteSize::mib(64),
             max_entry_bytes: ByteSize::mib(1),
+            ttl_by_collection: std::collections::BTreeMap::new(),
+            stale_max: Duration::ZERO,
+            stale_if_wait: Duration::from_secs(1),
         }
     }
 }
@@ -315,8 +380,23 @@ impl Config {
         if !(self.queue.high_priority_share > 0.0 && self.queue.high_priority_share <= 1.0) {
             return Err(invalid("queue.high_priority_share", "must be greater than 0.0 and at most 1.0"));
         }
+        if self.retry.backoff_base.is_zero() || self.retry.backoff_max < self.retry.backoff_base {
+            return Err(invalid("retry.backoff_base", "must be greater than zero and at most retry.backoff_max"));
+        }
         if self.cache.enabled && self.cache.ttl.is_zero() {
             return Err(invalid("cache.ttl", "must be greater than zero (or set cache.enabled = false)"));
+        }
+        for (collection, ttl) in &self.cache.ttl_by_collection {
+            let segments: Vec<&str> = collection.split('/').collect();
+            if !matches!(segments.as_slice(), ["", version, name] if !version.is_empty() && !name.is_empty()) {
+                return Err(invalid(
+                    "cache.ttl_by_collection",
+                    format!("{collection:?} is not a collection like \"/v1/customers\""),
+                ));
+            }
+            if ttl.is_zero() {
+                return Err(invalid("cache.ttl_by_collection", format!("{collection:?}: must be greater than zero")));
+            }
         }
         if self.cache.max_entry_bytes > self.cache.max_bytes {
             return Err(invalid("cache.max_entry_bytes", "must not exceed cache.max_bytes"));
@@ -333,10 +413,40 @@ impl Config {
         if self.server.listen == self.server.admin_listen && self.server.listen.port() != 0 {
             return Err(invalid("server.admin_listen", "must differ from server.listen"));
         }
+        self.validate_exposure()?;
         if let Some(ca) = &self.upstream.ca_file {
             if !ca.is_file() {
                 return Err(invalid("upstream.ca_file", format!("{} is not a readable file", ca.display())));
             }
+        }
+        Ok(())
+    }
+
+    /// Inbound authentication and where the proxy may listen.
+    fn validate_exposure(&self) -> Result<(), ConfigError> {
+        let h = http::HeaderName::from_bytes(self.auth.header.as_bytes())
+            .map_err(|_| invalid("auth.header", "is not a valid header name"))?;
+        let reserved =
+            [http::header::AUTHORIZATION, http::header::PROXY_AUTHORIZATION, http::header::HOST, http::header::COOKIE];
+        if reserved.contains(&h) {
+            return Err(invalid("auth.header", format!("must not be {h}: it has a meaning of its own upstream")));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.idle_timeout.is_zero() {
+            return Err(invalid("server.idle_timeout", "must be greater than zero"));
+        }
+        if !self.server.listen.ip().is_loopback() && !self.auth.is_enabled() && !self.server.allow_public_bind {
+            return Err(invalid(
+                "server.listen",
+                format!(
+                    "{} is not a loopback address and inbound authentication is off: anything that reaches it \
+                     could spend the account. Configure auth.tokens or auth.tokens_file, or accept the risk with \
+                     server.allow_public_bind = true (--allow-public-bind)",
+                    self.server.listen
+                ),
+            ));
         }
         Ok(())
     }

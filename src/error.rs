@@ -33,6 +33,9 @@ pub enum ProxyError {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// Inbound authentication is on and the request carries no valid token.
+    #[error("a valid proxy token is required in the {0} header")]
+    Unauthenticated(String),
     /// The target is outside what the proxy forwards.
     #[error("{0}")]
     Forbidden(String),
@@ -48,6 +51,10 @@ pub enum ProxyError {
     /// The upstream could not be reached or broke the connection.
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(String),
+    /// No connection to the upstream could be made (refused, connect timeout, TLS handshake):
+    /// nothing of the request was sent, so it may be retried whatever its method.
+    #[error("the upstream could not be reached: {0}")]
+    UpstreamConnect(String),
     /// The upstream did not answer in time.
     #[error("the upstream did not answer within {}", humantime::format_duration(*after))]
     UpstreamTimeout {
@@ -68,10 +75,11 @@ impl ProxyError {
         match self {
             Self::QueueFull { .. } | Self::QueueDeadline { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,10 +92,11 @@ impl ProxyError {
             Self::QueueDeadline { .. } => "proxy_queue_timeout",
             Self::ShuttingDown => "proxy_shutting_down",
             Self::BadRequest(_) => "proxy_bad_request",
+            Self::Unauthenticated(_) => "proxy_unauthenticated",
             Self::Forbidden(_) => "proxy_forbidden",
             Self::MethodNotAllowed(_) => "proxy_method_not_allowed",
             Self::PayloadTooLarge { .. } => "proxy_payload_too_large",
-            Self::UpstreamUnavailable(_) => "proxy_upstream_unavailable",
+            Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => "proxy_upstream_unavailable",
             Self::UpstreamTimeout { .. } => "proxy_upstream_timeout",
             Self::NotCached => "proxy_not_cached",
             Self::Internal(_) => "proxy_internal_error",
@@ -98,9 +107,10 @@ impl ProxyError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::QueueFull { retry_after, .. } | Self::QueueDeadline { retry_after, .. } => Some(*retry_after),
-            Self::ShuttingDown | Self::UpstreamUnavailable(_) | Self::UpstreamTimeout { .. } => {
-                Some(Duration::from_secs(1))
-            }
+            Self::ShuttingDown
+            | Self::UpstreamUnavailable(_)
+            | Self::UpstreamConnect(_)
+            | Self::UpstreamTimeout { .. } => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -1,28 +1,30 @@
 //! Forward: the innermost service. Drops hop-by-hop and inbound credentials, injects
 //! `Authorization: Bearer <key>`, sends over the pooled client and feeds every response's
-//! budget headers to the Budget.
+//! budget headers to the Budget. A 401 from the upstream re-reads the key file once, and if the
+//! key changed since this attempt was sent, replays the request once with the new key.
 
 use std::{
     task::{Context, Poll},
     time::Duration,
 };
 
-use http::{header, HeaderMap, HeaderName, Request, Uri};
-use http_body_util::Full;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 use tower::Service;
 
 use crate::{
+    admission::RequestTrailers,
     body,
     budget::{parse_ratelimit_headers, Ticket},
-    client::HttpClient,
+    client::{HttpClient, OutBody},
     clock::EpochClock,
     config::UpstreamBase,
     context::{ProxyFuture, ProxyRequest, UpstreamTime},
     error::ProxyError,
     metrics::Metrics,
     pace::queue::Queue,
-    secret::KeyStore,
+    secret::{KeyStore, Secret},
 };
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
@@ -80,8 +82,10 @@ impl Forward {
         Self { client, base, key, queue, metrics, clock, timeout }
     }
 
-    fn outbound(&self, req: ProxyRequest) -> Result<Request<Full<bytes::Bytes>>, ProxyError> {
+    /// The upstream request and the key it carries.
+    fn outbound(&self, req: ProxyRequest) -> Result<(Request<OutBody>, Secret), ProxyError> {
         let (mut parts, body) = req.into_parts();
+        let trailers = parts.extensions.remove::<RequestTrailers>().map(|t| t.0);
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme(self.base.scheme.clone())
@@ -93,20 +97,57 @@ impl Forward {
         for name in [header::HOST, header::AUTHORIZATION, header::EXPECT, header::CONTENT_LENGTH] {
             parts.headers.remove(name);
         }
-        let bearer = self
-            .key
-            .current()
-            .bearer()
-            .ok_or_else(|| ProxyError::Internal("API key is not a valid header value".into()))?;
-        parts.headers.insert(header::AUTHORIZATION, bearer);
+        if let Some(t) = &trailers {
+            declare_trailers(&mut parts.headers, t);
+        }
+        let key = self.key.current();
+        let bearer = key.bearer().ok_or_else(|| ProxyError::Internal("API key is not a valid header value".into()))?;
+        parts.headers.insert(header::AUTHORIZATION, bearer); // after the strip: Connection cannot name it away
         parts.version = http::Version::HTTP_11; // the client picks h2 by ALPN itself
         parts.extensions = http::Extensions::new();
-        Ok(Request::from_parts(parts, Full::new(body)))
+        Ok((Request::from_parts(parts, OutBody::new(body, trailers)), key))
     }
 
     async fn send(self, req: ProxyRequest) -> Result<crate::context::ProxyResponse, ProxyError> {
         let ticket = req.extensions().get::<Ticket>().copied();
-        let out = self.outbound(req)?;
+        let replay = self.key.is_file().then(|| crate::context::duplicate(&req));
+        let (mut resp, mut elapsed, used) = self.attempt(req, ticket).await?;
+        if resp.status() == http::StatusCode::UNAUTHORIZED {
+            if let Some(again) = replay.filter(|_| self.key_rotated(&used)) {
+                self.metrics.retries.with_label_values(&["401_key_rotated"]).inc();
+                tracing::info!("Upstream answered 401 and the key file holds a new key: replaying once with it");
+                drop(resp);
+                (resp, elapsed, _) = self.attempt(again, ticket).await?;
+            }
+            if resp.status() == http::StatusCode::UNAUTHORIZED {
+                tracing::warn!(
+                    key_source = if self.key.is_file() { "key file" } else { "RACKNAP_API_KEY" },
+                    "Upstream refused the API key (401); passing the 401 on. Is the key current?"
+                );
+            }
+        }
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.extensions = http::Extensions::new();
+        parts.extensions.insert(UpstreamTime(elapsed));
+        Ok(http::Response::from_parts(parts, body::boxed(incoming)))
+    }
+
+    /// Re-read the key file; whether the key in force now differs from `used`.
+    fn key_rotated(&self, used: &Secret) -> bool {
+        if let Err(e) = self.key.reload() {
+            tracing::warn!(error = %e, "Upstream answered 401 and the key file cannot be re-read");
+        }
+        self.key.current() != *used
+    }
+
+    /// One upstream exchange: send, time, count, observe the budget headers.
+    async fn attempt(
+        &self,
+        req: ProxyRequest,
+        ticket: Option<Ticket>,
+    ) -> Result<(Response<Incoming>, std::time::Duration, Secret), ProxyError> {
+        let (out, used) = self.outbound(req)?;
         let start = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.client.request(out)).await;
         let elapsed = start.elapsed();
@@ -116,9 +157,19 @@ impl Forward {
                 self.metrics.upstream_attempts.with_label_values(&["timeout"]).inc();
                 return Err(ProxyError::UpstreamTimeout { after: self.timeout });
             }
+            Ok(Err(e)) if is_timeout(&e) => {
+                self.metrics.upstream_attempts.with_label_values(&["timeout"]).inc();
+                return Err(ProxyError::UpstreamTimeout { after: elapsed });
+            }
             Ok(Err(e)) => {
                 self.metrics.upstream_attempts.with_label_values(&["error"]).inc();
-                return Err(ProxyError::UpstreamUnavailable(error_chain(&e)));
+                // is_connect: the connector failed, so no byte of the request left (retry relies on it).
+                let cause = error_chain(&e);
+                return Err(if e.is_connect() {
+                    ProxyError::UpstreamConnect(cause)
+                } else {
+                    ProxyError::UpstreamUnavailable(cause)
+                });
             }
             Ok(Ok(resp)) => resp,
         };
@@ -130,12 +181,29 @@ impl Forward {
         let obs = parse_ratelimit_headers(status, resp.headers(), self.clock.now());
         self.queue.budget().observe(ticket, &obs, Instant::now());
         self.queue.budget_changed();
-        let (mut parts, incoming) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.extensions = http::Extensions::new();
-        parts.extensions.insert(UpstreamTime(elapsed));
-        Ok(http::Response::from_parts(parts, body::boxed(incoming)))
+        Ok((resp, elapsed, used))
     }
+}
+
+/// `Trailer: <names>` for the trailers actually present (hyper's HTTP/1 encoder sends only
+/// declared trailer fields).
+fn declare_trailers(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+    if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+        headers.insert(header::TRAILER, v);
+    }
+}
+
+/// A connect timeout (ours or the OS's) is a timeout, not an unreachable upstream.
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// An error and its sources on one line (hyper's own message is often just "client error").

@@ -24,12 +24,18 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     /// 429s received from the upstream.
     pub upstream_429: IntCounter,
-    /// Replays, by reason.
+    /// Replays, by reason: `429`, `5xx` (502/503/504), `reset`, `timeout`, `connect` (refused).
     pub retries: IntCounterVec,
     /// Requests the proxy refused or failed itself, by error type.
     pub refused: IntCounterVec,
-    /// Cache lookups, by result (hit, miss, coalesced, bypass).
+    /// Cache lookups, by result (hit, miss, coalesced, stale, revalidated, bypass).
     pub cache_lookups: IntCounterVec,
+    /// Entries dropped by the cache on its own, by cause (size, expired).
+    pub cache_evictions: IntCounterVec,
+    /// Upstream requests the cache made unnecessary: hits, coalesced followers, stale serves.
+    pub cache_saved: IntCounter,
+    /// Conditional requests for stored entries, by result (not_modified, modified).
+    pub cache_revalidations: IntCounterVec,
     /// Entries in the cache.
     pub cache_entries: IntGauge,
     /// Bytes in the cache.
@@ -46,6 +52,10 @@ pub struct Metrics {
     pub clock_offset_seconds: IntGauge,
     /// Whether a 429 holds all traffic (1) or not (0).
     pub gate_closed: IntGauge,
+    /// Client connections open on the proxy listener (at most `server.max_connections`).
+    pub connections_open: IntGauge,
+    /// Client connections the proxy ended itself, by reason (hyper's refusals are not envelopes).
+    pub connections_closed: IntCounterVec,
     /// Downstream request duration, end to end.
     pub request_duration: HistogramVec,
     /// Requests waiting for a permit, by priority class.
@@ -100,6 +110,18 @@ impl Metrics {
                 Opts::new(name("cache_lookups_total"), "GET cache lookups by result"),
                 &["result"]
             )),
+            cache_evictions: reg!(IntCounterVec::new(
+                Opts::new(name("cache_evictions_total"), "GET cache entries evicted, by cause"),
+                &["cause"]
+            )),
+            cache_saved: reg!(IntCounter::new(
+                name("cache_upstream_requests_saved_total"),
+                "Upstream requests the cache made unnecessary (hits, coalesced, stale)"
+            )),
+            cache_revalidations: reg!(IntCounterVec::new(
+                Opts::new(name("cache_revalidations_total"), "Conditional requests for stored entries, by result"),
+                &["result"]
+            )),
             cache_entries: reg!(IntGauge::new(name("cache_entries"), "Entries in the GET cache")),
             cache_bytes: reg!(IntGauge::new(name("cache_bytes"), "Weighted size of the GET cache")),
             ratelimit_limit: reg!(IntGauge::new(name("ratelimit_limit"), "Requests allowed per window")),
@@ -120,6 +142,14 @@ impl Metrics {
                 "Upstream Date minus local clock"
             )),
             gate_closed: reg!(IntGauge::new(name("ratelimit_gate_closed"), "1 while a 429 holds all traffic")),
+            connections_open: reg!(IntGauge::new(
+                name("connections_open"),
+                "Client connections open on the proxy listener"
+            )),
+            connections_closed: reg!(IntCounterVec::new(
+                Opts::new(name("connections_closed_total"), "Client connections ended by the proxy, by reason"),
+                &["reason"]
+            )),
             request_duration: reg!(HistogramVec::new(
                 hist("request_duration_seconds", "Downstream request duration"),
                 &["cache"]

@@ -38,6 +38,7 @@ pub fn normalize(raw: &str) -> Result<String, String> {
         if decoded.chars().any(char::is_control) {
             return Err("control characters are not allowed in paths".into());
         }
+        check_segment(&decoded)?;
         match decoded.as_ref() {
             "" | "." => {}
             ".." => {
@@ -56,6 +57,27 @@ pub fn normalize(raw: &str) -> Result<String, String> {
         path.push('/');
     }
     Ok(path)
+}
+
+/// Spellings that another parser could read as something else: a dot-segment carrying path
+/// parameters (`..;x`, Tomcat/Spring read it as `..`), a still-encoded triplet after one
+/// decoding (`%252e`, double decoders read it as `.`), and Unicode look-alikes of `.`, `/` and
+/// `\` that NFKC-normalising servers fold into them.
+fn check_segment(decoded: &str) -> Result<(), String> {
+    let before_params = decoded.split(';').next().unwrap_or_default();
+    if decoded.contains(';') && matches!(before_params, "." | "..") {
+        return Err("dot-segments with path parameters are not allowed".into());
+    }
+    let b = decoded.as_bytes();
+    if b.windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit()) {
+        return Err("doubly percent-encoded paths are not allowed".into());
+    }
+    const LOOKALIKES: [char; 8] =
+        ['\u{2024}', '\u{FE52}', '\u{FF0E}', '\u{2215}', '\u{2044}', '\u{FF0F}', '\u{FE68}', '\u{FF3C}'];
+    if decoded.chars().any(|c| LOOKALIKES.contains(&c)) {
+        return Err("look-alikes of '.', '/' or '\\' are not allowed in paths".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,6 +114,22 @@ mod tests {
         assert!(normalize("/v1/%5c..%5cadmin").is_err());
         assert!(normalize("/v1/%00").is_err());
         assert!(normalize("/v1/%ff").is_err());
+        assert!(normalize("/v1/%c0%ae%c0%ae/admin").is_err(), "overlong UTF-8");
+    }
+
+    #[test]
+    fn other_parsers_readings_are_refused() {
+        for bad in [
+            "/v1/..;/admin",
+            "/v1/.;/x",
+            "/v1/%2e%2e;x/admin",
+            "/v1/%252e%252e/admin",
+            "/v1/%252F",
+            "/v1/\u{FF0E}\u{FF0E}/a",
+        ] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
+        assert_eq!(normalize("/v1/invoices;v=1").unwrap(), "/v1/invoices;v=1");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Directives {
     pub s_maxage: Option<Duration>,
     /// `only-if-cached`
     pub only_if_cached: bool,
+    /// `must-revalidate` or `proxy-revalidate`
+    pub must_revalidate: bool,
 }
 
 /// Parse every `Cache-Control` value (and `Pragma: no-cache`).
@@ -34,6 +36,7 @@ pub fn parse_cache_control(headers: &HeaderMap) -> Directives {
             "no-store" => d.no_store = true,
             "no-cache" => d.no_cache = true,
             "only-if-cached" => d.only_if_cached = true,
+            "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
             // An unparsable max-age means "stale" (RFC 9111 §4.2.1).
             "max-age" => d.max_age = Some(secs().unwrap_or(Duration::ZERO)),
             "s-maxage" => d.s_maxage = Some(secs().unwrap_or(Duration::ZERO)),
@@ -47,31 +50,40 @@ pub fn parse_cache_control(headers: &HeaderMap) -> Directives {
     d
 }
 
-/// How long a response may be served, given the configured TTL; `None` when it must not be
-/// stored at all.
-pub fn lifetime(headers: &HeaderMap, ttl: Duration) -> Option<Duration> {
+/// How a storable upstream answer may be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Storage {
+    /// Freshness from the moment it was received (zero: revalidate before every use).
+    pub lifetime: Duration,
+    /// The `Age` the upstream reported (added to the `Age` of every hit).
+    pub initial_age: Duration,
+    /// `no-cache`, `must-revalidate`, `proxy-revalidate`: never served stale.
+    pub no_stale: bool,
+}
+
+/// Whether and how a response may be stored, given the TTL of its collection; `None` for
+/// `no-store`, `Set-Cookie` and `Vary: *`. `no-cache` answers are stored with a zero lifetime
+/// (every use revalidates); `private` is fine, the cache belongs to one account.
+pub fn storage(headers: &HeaderMap, ttl: Duration) -> Option<Storage> {
     let cc = parse_cache_control(headers);
-    if cc.no_store || cc.no_cache || headers.contains_key(header::SET_COOKIE) {
+    if cc.no_store || headers.contains_key(header::SET_COOKIE) || super::key::parse_vary(headers).is_none() {
         return None;
     }
-    let vary_ok = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_ascii_lowercase())
-        .all(|v| v.is_empty() || super::key::VARYING.contains(&v.as_str()));
-    if !vary_ok {
-        return None;
-    }
-    let upstream = cc.s_maxage.or(cc.max_age).or_else(|| expires_in(headers));
-    let age = headers
+    let initial_age = headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_secs);
-    let life = upstream.map_or(ttl, |u| u.min(ttl)).saturating_sub(age);
-    (!life.is_zero()).then_some(life)
+    let upstream = cc.s_maxage.or(cc.max_age).or_else(|| expires_in(headers));
+    let lifetime =
+        if cc.no_cache { Duration::ZERO } else { upstream.map_or(ttl, |u| u.min(ttl)).saturating_sub(initial_age) };
+    Some(Storage { lifetime, initial_age, no_stale: cc.no_cache || cc.must_revalidate })
+}
+
+/// How long a response may be served fresh; `None` when it must not be served without
+/// revalidation (or not be stored at all).
+pub fn lifetime(headers: &HeaderMap, ttl: Duration) -> Option<Duration> {
+    storage(headers, ttl).map(|s| s.lifetime).filter(|l| !l.is_zero())
 }
 
 /// `Expires − Date`; an invalid `Expires` means already expired.
@@ -114,23 +126,37 @@ mod tests {
     }
 
     #[test]
-    fn no_store_no_cache_and_cookies_are_not_stored() {
-        assert_eq!(lifetime(&h(&[("cache-control", "no-store")]), TTL), None);
-        assert_eq!(lifetime(&h(&[("cache-control", "private, NO-CACHE")]), TTL), None);
-        assert_eq!(lifetime(&h(&[("set-cookie", "a=b")]), TTL), None);
+    fn no_store_and_cookies_are_not_stored_no_cache_is_stored_to_revalidate() {
+        assert_eq!(storage(&h(&[("cache-control", "no-store")]), TTL), None);
+        assert_eq!(storage(&h(&[("cache-control", "private, no-store")]), TTL), None);
+        assert_eq!(storage(&h(&[("set-cookie", "a=b")]), TTL), None);
+        let no_cache = storage(&h(&[("cache-control", "private, NO-CACHE")]), TTL).unwrap();
+        assert_eq!((no_cache.lifetime, no_cache.no_stale), (Duration::ZERO, true));
+        assert_eq!(lifetime(&h(&[("cache-control", "no-cache")]), TTL), None);
+        assert_eq!(lifetime(&h(&[("cache-control", "private")]), TTL), Some(TTL));
+        assert!(storage(&h(&[("cache-control", "max-age=5, must-revalidate")]), TTL).unwrap().no_stale);
+        assert!(!storage(&h(&[("cache-control", "max-age=5")]), TTL).unwrap().no_stale);
+    }
+
+    #[test]
+    fn s_maxage_wins_over_max_age() {
+        let headers = h(&[("cache-control", "max-age=20, s-maxage=3")]);
+        assert_eq!(lifetime(&headers, TTL), Some(Duration::from_secs(3)));
     }
 
     #[test]
     fn age_is_subtracted() {
         let headers = h(&[("cache-control", "max-age=10"), ("age", "4")]);
         assert_eq!(lifetime(&headers, TTL), Some(Duration::from_secs(6)));
+        assert_eq!(storage(&headers, TTL).unwrap().initial_age, Duration::from_secs(4));
     }
 
     #[test]
-    fn unknown_vary_is_not_stored() {
+    fn vary_star_is_never_stored_named_headers_are() {
         assert_eq!(lifetime(&h(&[("vary", "Accept-Encoding")]), TTL), Some(TTL));
         assert_eq!(lifetime(&h(&[("vary", "*")]), TTL), None);
-        assert_eq!(lifetime(&h(&[("vary", "X-Tenant")]), TTL), None);
+        assert_eq!(lifetime(&h(&[("vary", "X-Tenant, *")]), TTL), None);
+        assert_eq!(lifetime(&h(&[("vary", "X-Tenant")]), TTL), Some(TTL));
     }
 
     #[test]

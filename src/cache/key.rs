@@ -4,39 +4,93 @@
 use http::HeaderMap;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// Request headers that change the representation and so belong to the key.
+/// Request headers that always change the representation and so always belong to the key.
 pub const VARYING: [&str; 3] = ["accept", "accept-encoding", "accept-language"];
 
 /// Characters that stay literal in a canonical query component (RFC 3986 unreserved).
 const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// The identity of a cacheable answer.
+/// A resource: account, method, normalised path and canonical query. The upstream's `Vary`
+/// names are remembered per resource.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ResourceKey(String);
+
+impl ResourceKey {
+    /// The resource of a GET of `path` (already normalised by admission) with `query`.
+    pub fn new(account: &str, path: &str, query: Option<&str>) -> Self {
+        let query = canonical_query(query.unwrap_or(""));
+        let mut k = String::with_capacity(account.len() + path.len() + query.len() + 8);
+        for part in [account, "GET", path, &query] {
+            k.push_str(part);
+            k.push('\n');
+        }
+        Self(k)
+    }
+}
+
+/// The identity of a cacheable answer: the resource plus the values of the request headers
+/// that change it ([`VARYING`] and what the upstream named in `Vary`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CacheKey(String);
 
 impl CacheKey {
-    /// Key for a GET of `path` (already normalised by admission) with `query`.
+    /// Key for a GET of `path` with `query`, varying only on [`VARYING`].
     pub fn new(account: &str, path: &str, query: Option<&str>, headers: &HeaderMap) -> Self {
-        let mut k = String::with_capacity(64);
-        k.push_str(account);
-        k.push('\n');
-        k.push_str(path);
-        k.push('\n');
-        k.push_str(&canonical_query(query.unwrap_or("")));
+        Self::varying(&ResourceKey::new(account, path, query), headers, &[])
+    }
+
+    /// Key for `resource` whose upstream also varies on `vary` (lower-case names).
+    pub fn varying(resource: &ResourceKey, headers: &HeaderMap, vary: &[String]) -> Self {
+        let mut k = resource.0.clone();
         for name in VARYING {
-            k.push('\n');
-            for v in headers.get_all(name) {
-                k.push_str(&String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase().replace(' ', ""));
-                k.push(',');
-            }
+            push_header(&mut k, name, headers, true);
+        }
+        for name in vary.iter().filter(|n| !VARYING.contains(&n.as_str())) {
+            push_header(&mut k, name, headers, false);
         }
         Self(k)
     }
 
     /// The path part of the key (for invalidation by collection).
     pub fn path(&self) -> &str {
-        self.0.split('\n').nth(1).unwrap_or("")
+        self.0.split('\n').nth(2).unwrap_or("")
     }
+}
+
+/// `name:v1,v2` on a line of its own. Values of the always-varying headers are compared
+/// case-insensitively and without spaces; other headers exactly, only trimmed.
+fn push_header(k: &mut String, name: &str, headers: &HeaderMap, fold: bool) {
+    k.push_str(name);
+    k.push(':');
+    for v in headers.get_all(name) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        if fold {
+            k.push_str(&v.to_ascii_lowercase().replace(' ', ""));
+        } else {
+            k.push_str(v.trim());
+        }
+        k.push(',');
+    }
+    k.push('\n');
+}
+
+/// The header names in `Vary`, lower-case, sorted, without duplicates; `None` for `Vary: *`
+/// (the answer depends on something no request header says: never stored).
+pub fn parse_vary(headers: &HeaderMap) -> Option<Vec<String>> {
+    let mut names: Vec<String> = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("*")) // an unreadable Vary is as good as `*`
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    Some(names)
 }
 
 /// `b=2&a=1&&a=0` → `a=1&a=0&b=2`: parameters sorted by name (stable, so repeated names keep
@@ -118,8 +172,37 @@ mod tests {
         let a = CacheKey::new("acct", "/v1/invoices", None, &json);
         let b = CacheKey::new("acct", "/v1/invoices", None, &gz);
         assert_ne!(a, b);
+        assert_ne!(a, CacheKey::new("acct", "/v1/invoices", None, &HeaderMap::new()));
         assert_ne!(a, CacheKey::new("other", "/v1/invoices", None, &json), "accounts never share");
         assert_eq!(a.path(), "/v1/invoices");
+    }
+
+    #[test]
+    fn vary_names_add_their_headers_to_the_key() {
+        let resource = ResourceKey::new("acct", "/v1/customers", Some("b=2&a=1"));
+        let mut t1 = HeaderMap::new();
+        t1.insert("x-tenant", "One".parse().unwrap());
+        let mut t2 = HeaderMap::new();
+        t2.insert("x-tenant", "one".parse().unwrap());
+        let vary = vec!["x-tenant".to_owned()];
+        assert_eq!(CacheKey::varying(&resource, &t1, &[]), CacheKey::varying(&resource, &t2, &[]));
+        assert_ne!(CacheKey::varying(&resource, &t1, &vary), CacheKey::varying(&resource, &t2, &vary), "exact values");
+        assert_eq!(CacheKey::varying(&resource, &t1, &vary).path(), "/v1/customers");
+        assert_eq!(
+            CacheKey::varying(&resource, &t1, &[]),
+            CacheKey::new("acct", "/v1/customers", Some("a=1&b=2"), &t2)
+        );
+    }
+
+    #[test]
+    fn vary_parsing() {
+        let mut h = HeaderMap::new();
+        h.append("vary", "X-Tenant, accept".parse().unwrap());
+        h.append("vary", "x-tenant".parse().unwrap());
+        assert_eq!(parse_vary(&h), Some(vec!["accept".to_owned(), "x-tenant".to_owned()]));
+        h.append("vary", "*".parse().unwrap());
+        assert_eq!(parse_vary(&h), None);
+        assert_eq!(parse_vary(&HeaderMap::new()), Some(vec![]));
     }
 
     #[test]

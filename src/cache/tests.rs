@@ -22,19 +22,15 @@ use crate::{
     metrics::Metrics,
 };
 
-const OK: &str = r#"{"success":true,"code":200,"data":[]}"#;
+mod semantics;
 
-fn settings() -> CacheSettings {
-    CacheSettings {
-        enabled: true,
-        account: "a".into(),
-        ttl: Duration::from_secs(30),
-        max_bytes: 1 << 20,
-        max_entry_bytes: 1024,
-    }
+pub(super) const OK: &str = r#"{"success":true,"code":200,"data":[]}"#;
+
+pub(super) fn settings() -> CacheSettings {
+    CacheSettings { ttl: Duration::from_secs(30), max_bytes: 1 << 20, max_entry_bytes: 1024, ..CacheSettings::new("a") }
 }
 
-fn req(method: Method, uri: &str) -> ProxyRequest {
+pub(super) fn req(method: Method, uri: &str) -> ProxyRequest {
     let mut r = Request::builder().method(method).uri(uri).body(Bytes::new()).unwrap();
     r.extensions_mut().insert(RequestContext {
         id: Arc::from("req_1"),
@@ -45,7 +41,7 @@ fn req(method: Method, uri: &str) -> ProxyRequest {
 }
 
 /// An upstream that counts calls, waits `delay`, and answers what `answer` says.
-fn upstream(
+pub(super) fn upstream(
     calls: Arc<AtomicUsize>,
     delay: Duration,
     answer: impl Fn(&ProxyRequest) -> Result<ProxyResponse, ProxyError> + Clone + Send + Sync + 'static,
@@ -64,11 +60,11 @@ fn upstream(
     })
 }
 
-fn ok(body: &'static str) -> Result<ProxyResponse, ProxyError> {
+pub(super) fn ok(body: &'static str) -> Result<ProxyResponse, ProxyError> {
     Ok(Response::new(body::full(body)))
 }
 
-async fn read(resp: ProxyResponse) -> (StatusCode, Option<String>, Bytes) {
+pub(super) async fn read(resp: ProxyResponse) -> (StatusCode, Option<String>, Bytes) {
     let status = resp.status();
     let x = resp.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned());
     (status, x, resp.into_body().collect().await.unwrap().to_bytes())
@@ -232,9 +228,15 @@ async fn a_cancelled_leader_hands_over_to_a_follower() {
     ));
     let leader = tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let follower = tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")));
+    let followers: Vec<_> =
+        (0..10).map(|_| tokio::spawn(svc.clone().oneshot(req(Method::GET, "/v1/invoices")))).collect();
     tokio::time::sleep(Duration::from_millis(10)).await;
     leader.abort();
-    let (status, _, body) = read(follower.await.unwrap().unwrap()).await;
-    assert_eq!((status, body), (StatusCode::OK, Bytes::from(OK)));
+    for f in followers {
+        let (status, _, body) = read(f.await.unwrap().unwrap()).await;
+        assert_eq!((status, body), (StatusCode::OK, Bytes::from(OK)), "no follower sees the cancellation");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the cancelled call, then one call for all ten followers");
+    let after = read(svc.oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await;
+    assert_eq!(after.1.as_deref(), Some("HIT"), "the follower's answer was stored");
 }

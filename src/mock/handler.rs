@@ -2,9 +2,11 @@
 //! record it, wait the artificial latency, check auth, route, and render.
 //!
 //! The rate-limit decision is made at arrival, before anything else, so 401s, 404s and 413s
-//! spend budget like any other request; 429s (real or forced) spend none.
+//! spend budget like any other request; 429s (real or forced) spend none. An injected fault
+//! (`fault.rs`) is decided first: a 5xx answer or a reset spends no budget, a slow answer is
+//! an ordinary answer given late.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -13,6 +15,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{
+    fault::{FaultKind, FaultPlan},
     limiter::{Limiter, MockClock, Verdict},
     reply::Reply,
     routes::{dispatch, Call, Route},
@@ -43,11 +46,18 @@ pub(crate) struct Log {
 pub(crate) struct Shared {
     pub key: Secret,
     pub latency: Duration,
+    pub cache_headers: Vec<(http::HeaderName, HeaderValue)>,
     pub clock: MockClock,
     pub limiter: Mutex<Limiter>,
     pub store: Mutex<Store>,
     pub log: Mutex<Log>,
+    pub faults: Mutex<FaultPlan>,
 }
+
+/// An injected reset: the service fails, so hyper closes the connection without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("injected fault: connection closed without an answer")]
+pub(crate) struct InjectedReset;
 
 /// What the request's body turned out to be.
 enum ReadBody {
@@ -57,26 +67,59 @@ enum ReadBody {
 }
 
 /// Serve one request.
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, InjectedReset> {
     let at = Instant::now();
     if req.uri().path() == STATS_PATH {
         return Ok(stats_response(&shared));
+    }
+    let fault = shared.faults.lock().pick();
+    let mut delay = shared.latency;
+    match fault {
+        Some(FaultKind::Slow(d)) => delay += d,
+        Some(kind) => return fail(&shared, at, req, kind).await,
+        None => {}
     }
     let verdict = shared.limiter.lock().admit(at);
     let (parts, incoming) = req.into_parts();
     let body = read_body(incoming).await;
     let route = Route::parse(parts.uri.path());
     record(&shared, at, &parts, &body, route.as_ref());
-    if !shared.latency.is_zero() {
-        tokio::time::sleep(shared.latency).await;
+    if fault.is_some() {
+        shared.log.lock().stats.faults += 1;
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let reply = match verdict {
         Verdict::Forced(f) => Reply::forced(&f.quota, f.headers),
         Verdict::Limited(q) => Reply::limited(&q),
-        Verdict::Allowed(q) => answer(&shared, &parts, &body).with_quota(&q),
+        Verdict::Allowed(q) => conditional(&shared, &parts, answer(&shared, &parts, &body)).with_quota(&q),
     };
     count_outcome(&shared, reply.status, matches!(verdict, Verdict::Forced(_)));
     Ok(finish(&shared, reply, parts.method == Method::HEAD))
+}
+
+/// An injected 5xx or reset: recorded and counted, no budget spent.
+async fn fail(
+    shared: &Shared,
+    at: Instant,
+    req: Request<Incoming>,
+    kind: FaultKind,
+) -> Result<Response<Body>, InjectedReset> {
+    let (parts, incoming) = req.into_parts();
+    let body = read_body(incoming).await;
+    record(shared, at, &parts, &body, Route::parse(parts.uri.path()).as_ref());
+    shared.log.lock().stats.faults += 1;
+    let reply = match kind {
+        FaultKind::Status(status) => Reply::error(status, "service_unavailable", "Injected upstream fault"),
+        FaultKind::RetryAfter(after) => {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            Reply::error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "Injected upstream fault")
+                .with_header(header::RETRY_AFTER, &secs.to_string())
+        }
+        FaultKind::Reset | FaultKind::Slow(_) => return Err(InjectedReset),
+    };
+    Ok(finish(shared, reply, parts.method == Method::HEAD))
 }
 
 /// An allowed request: auth, body size, then the route.
@@ -98,6 +141,24 @@ fn answer(shared: &Shared, parts: &http::request::Parts, body: &ReadBody) -> Rep
     let now = rfc3339(shared.clock.system_time_at(Instant::now()));
     let call = Call { method: &parts.method, path: parts.uri.path(), query: parts.uri.query(), body: bytes, now };
     dispatch(call, &shared.store)
+}
+
+/// A 200 read gets its `ETag` and the configured cache headers; a matching `If-None-Match`
+/// turns it into a 304.
+fn conditional(shared: &Shared, parts: &http::request::Parts, reply: Reply) -> Reply {
+    let read = parts.method == Method::GET || parts.method == Method::HEAD;
+    let Some(etag) = reply.etag().filter(|_| read && reply.status == StatusCode::OK) else {
+        return reply;
+    };
+    let mut reply = reply.with_header(header::ETAG, &etag);
+    for (name, value) in &shared.cache_headers {
+        reply.headers.insert(name.clone(), value.clone());
+    }
+    let matches = parts.headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok());
+    if matches.flat_map(|v| v.split(',')).any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == etag) {
+        return reply.not_modified();
+    }
+    reply
 }
 
 /// `Authorization: Bearer <key>` with the account's key (scheme case-insensitive).
@@ -152,6 +213,7 @@ fn count_outcome(shared: &Shared, status: StatusCode, forced: bool) {
             stats.forced += u64::from(forced);
         }
         StatusCode::UNAUTHORIZED => stats.unauthorized += 1,
+        StatusCode::NOT_MODIFIED => stats.not_modified += 1,
         s if s.is_client_error() => stats.client_errors += 1,
         _ => {}
     }

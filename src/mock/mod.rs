@@ -4,15 +4,20 @@
 //! with the real envelope, Bearer auth, and per-account rate limiting (fixed or sliding
 //! window, `X-RateLimit-*` on every answer), plus the awkward parts the proxy must survive:
 //! a skewed server clock, another consumer spending the same budget, artificial latency,
-//! and forced 429s with or without rate-limit headers.
+//! and forced 429s with or without rate-limit headers; and upstream faults (5xx answers,
+//! connection resets, slow answers), forced or at seeded random rates (`fault.rs`).
 //!
 //! All time comes from tokio: the epoch is read once at [`MockServer::start`] and then
 //! advances with `tokio::time::Instant`, so tests under `tokio::time::pause()` see `Date`
 //! and `X-RateLimit-Reset` move with virtual time.
 //!
+//! Every 200 answer to a `GET`/`HEAD` carries a strong `ETag` (a hash of `data` and
+//! `pagination`, not `meta`), and a matching `If-None-Match` gets `304 Not Modified`.
+//!
 //! `GET /__mock/stats` returns [`MockStats`] as JSON; it needs no auth and is neither rate
 //! limited, counted nor recorded.
 
+mod fault;
 mod handler;
 pub(crate) mod limiter; // crate-visible: the Budget's simulation tests drive it in-process
 mod reply;
@@ -28,6 +33,7 @@ use std::{collections::BTreeMap, net::SocketAddr, str::FromStr, sync::Arc, time:
 
 use crate::secret::Secret;
 
+pub use fault::{FaultKind, FaultRates};
 pub use server::{run, MockServer};
 
 /// How the mock accounts its rate limit.
@@ -73,6 +79,10 @@ pub struct MockConfig {
     pub latency: Duration,
     /// When set, serve HTTPS with this configuration.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Headers added to every 200 answer to a `GET`/`HEAD` (e.g. `Cache-Control`, `Vary`).
+    pub cache_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Random upstream faults (none by default); see also [`MockServer::force_fault`].
+    pub faults: FaultRates,
 }
 
 impl MockConfig {
@@ -89,6 +99,8 @@ impl MockConfig {
             external_rate: 0.0,
             latency: Duration::ZERO,
             tls: None,
+            cache_headers: Vec::new(),
+            faults: FaultRates::default(),
         }
     }
 }
@@ -120,6 +132,10 @@ pub struct MockStats {
     pub forced: u64,
     /// 401 answers.
     pub unauthorized: u64,
+    /// 304 answers to `If-None-Match`.
+    pub not_modified: u64,
+    /// Injected faults (5xx answers, resets, slow answers), forced or random.
+    pub faults: u64,
     /// Other 4xx answers (400, 404, 405, 413).
     pub client_errors: u64,
     /// Requests per route, keyed `"METHOD /v1/invoices/{id}"` (unknown paths as `"METHOD other"`).

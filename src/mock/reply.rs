@@ -40,6 +40,8 @@ pub(crate) enum Payload {
     Error { kind: &'static str, message: String },
     /// A JSON document outside the envelope (the stats endpoint).
     Raw(Bytes),
+    /// No body at all (304).
+    Empty,
 }
 
 /// A route's answer.
@@ -83,6 +85,24 @@ impl Reply {
         Self { status, payload, headers: HeaderMap::new() }
     }
 
+    /// A strong validator for a success payload: a hash of `data` and `pagination` (`meta`
+    /// changes on every answer, the representation does not).
+    pub fn etag(&self) -> Option<String> {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let Payload::Data { data, pagination } = &self.payload else { return None };
+        let mut h = DefaultHasher::new();
+        data.to_string().hash(&mut h);
+        pagination.map(|p| (p.total, p.offset, p.limit)).hash(&mut h);
+        Some(format!("\"{:016x}\"", h.finish()))
+    }
+
+    /// The same answer as `304 Not Modified`: headers kept, no body.
+    pub fn not_modified(mut self) -> Self {
+        self.status = StatusCode::NOT_MODIFIED;
+        self.payload = Payload::Empty;
+        self
+    }
+
     /// The usual rate-limit headers of an answer.
     pub fn with_quota(self, q: &Quota) -> Self {
         self.with_header(LIMIT, &q.limit.to_string())
@@ -111,13 +131,16 @@ impl Reply {
 
     /// Render with `meta`; `head` drops the body but keeps `Content-Length`.
     pub fn render(self, meta: &Meta, head: bool) -> Response<Body> {
+        let no_body = matches!(self.payload, Payload::Empty);
         let bytes = payload_bytes(self.status, self.payload, meta);
         let mut res = Response::new(if head { empty() } else { full(bytes.clone()) });
         *res.status_mut() = self.status;
         let headers = res.headers_mut();
         *headers = self.headers;
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        if !no_body {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
         res
     }
 }
@@ -134,6 +157,7 @@ pub(crate) fn http_date(epoch_secs: u64) -> String {
 fn payload_bytes(status: StatusCode, payload: Payload, meta: &Meta) -> Bytes {
     match payload {
         Payload::Raw(bytes) => bytes,
+        Payload::Empty => Bytes::new(),
         Payload::Error { kind, message } => envelope::error(status.as_u16(), kind, &message, meta),
         Payload::Data { data, pagination } => success(status, data, pagination, meta),
     }

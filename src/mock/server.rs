@@ -18,6 +18,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use super::{
+    fault::{FaultKind, FaultPlan},
     handler::{handle, Log, Shared},
     limiter::{Limiter, MockClock},
     store::Store,
@@ -48,10 +49,12 @@ impl MockServer {
         let shared = Arc::new(Shared {
             key: cfg.key,
             latency: cfg.latency,
+            cache_headers: cfg.cache_headers,
             clock,
             limiter: Mutex::new(limiter),
             store: Mutex::new(Store::seeded()),
             log: Mutex::new(Log::default()),
+            faults: Mutex::new(FaultPlan::new(cfg.faults)),
         });
         let https = cfg.tls.is_some();
         let acceptor = cfg.tls.map(TlsAcceptor::from);
@@ -87,6 +90,11 @@ impl MockServer {
     /// the reset is `reset_in` after each such request arrives. Forced 429s spend no budget.
     pub fn force_429(&self, count: u32, reset_in: Duration, headers: ForcedHeaders) {
         self.shared.limiter.lock().force(count, reset_in, headers);
+    }
+
+    /// Make the next `count` requests fault as `kind` (5xx, reset or slow), whatever the budget.
+    pub fn force_fault(&self, count: u32, kind: FaultKind) {
+        self.shared.faults.lock().force(count, kind);
     }
 
     /// Stop accepting, let in-flight requests finish (briefly), and wait for the loop to end.

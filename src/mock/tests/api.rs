@@ -163,3 +163,25 @@ async fn shutdown_stops_accepting() {
     server.shutdown().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn reads_carry_an_etag_and_a_matching_if_none_match_gets_304() {
+    let mut cfg = config();
+    cfg.cache_headers.push((http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=5")));
+    let server = start(cfg).await;
+    let client = TestClient::new(&server);
+    let a = client.get("/v1/customers?limit=2").await;
+    let etag = a.header("etag").expect("ETag on a 200 read").to_owned();
+    assert_eq!(a.header("cache-control"), Some("max-age=5"));
+    assert_eq!(client.get("/v1/customers?limit=2").await.header("etag"), Some(etag.as_str()), "meta is not hashed");
+    assert_ne!(client.get("/v1/customers?limit=3").await.header("etag"), Some(etag.as_str()));
+    let conditional = Request::get(format!("{}/v1/customers?limit=2", server.base_url()))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("if-none-match", &etag)
+        .body(Full::default())
+        .unwrap();
+    let b = client.request(conditional).await;
+    assert_eq!(b.status, StatusCode::NOT_MODIFIED);
+    assert!(b.body.is_empty() && b.header("x-ratelimit-remaining").is_some());
+    assert_eq!(server.stats().not_modified, 1);
+}
