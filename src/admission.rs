@@ -15,8 +15,21 @@ use tokio::time::Instant;
 use crate::{
     context::{ProxyRequest, RequestContext},
     error::ProxyError,
+    pace::queue::Priority,
     secret::TokenSet,
 };
+
+/// `X-Max-Wait`: a duration with a unit (`5s`, `1500ms`, `1m`), or bare whole seconds.
+pub fn parse_max_wait(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if v.is_empty() || v.len() > 32 {
+        return None;
+    }
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return v.parse().ok().map(Duration::from_secs);
+    }
+    humantime::parse_duration(v).ok()
+}
 
 pub mod path;
 
@@ -33,6 +46,10 @@ pub struct AdmissionSettings {
     pub max_wait: Duration,
     /// The upstream's host, accepted in absolute-form targets.
     pub upstream_host: String,
+    /// Header carrying a request's priority class (`high` or `low`).
+    pub priority_header: HeaderName,
+    /// Header carrying the longest a caller will wait (`5s`, `500ms`), capped by `max_wait`.
+    pub max_wait_header: HeaderName,
     /// Inbound tokens (empty: authentication off).
     pub tokens: TokenSet,
     /// Header carrying the inbound token; always removed before forwarding.
@@ -83,6 +100,8 @@ impl Admission {
         check_no_upgrade(&req)?;
         let uri = self.check_target(&req)?;
         let client = named.unwrap_or_else(|| self.client_id(&req, peer));
+        let priority = self.priority(&req)?;
+        let max_wait = self.max_wait(&req)?;
         let (mut parts, body) = req.into_parts();
         parts.headers.remove(&self.settings.token_header);
         for name in ROUTING_OVERRIDES {
@@ -91,7 +110,8 @@ impl Admission {
         let (bytes, trailers) = read_body(body, self.settings.max_body).await?;
         parts.uri = uri;
         parts.extensions = http::Extensions::new();
-        parts.extensions.insert(RequestContext { id, client, deadline: received + self.settings.max_wait });
+        parts.extensions.insert(RequestContext { id, client, deadline: received + max_wait });
+        parts.extensions.insert(priority);
         if let Some(t) = trailers {
             parts.extensions.insert(RequestTrailers(t));
         }
@@ -153,6 +173,27 @@ impl Admission {
             .path_and_query(pq)
             .build()
             .map_err(|e| ProxyError::BadRequest(format!("bad request target: {e}")))
+    }
+
+    /// The caller's priority class: `high` or `low` (the default when the header is absent).
+    fn priority(&self, req: &Request<Incoming>) -> Result<Priority, ProxyError> {
+        let name = &self.settings.priority_header;
+        let Some(value) = req.headers().get(name) else { return Ok(Priority::Low) };
+        match value.to_str().map(|v| v.trim().to_ascii_lowercase()) {
+            Ok(v) if v == "high" => Ok(Priority::High),
+            Ok(v) if v == "low" => Ok(Priority::Low),
+            _ => Err(ProxyError::BadRequest(format!("header {name}: expected \"high\" or \"low\""))),
+        }
+    }
+
+    /// The caller's longest wait for a permit, capped by `queue.max_wait`.
+    fn max_wait(&self, req: &Request<Incoming>) -> Result<Duration, ProxyError> {
+        let name = &self.settings.max_wait_header;
+        let cap = self.settings.max_wait;
+        let Some(value) = req.headers().get(name) else { return Ok(cap) };
+        parse_max_wait(value.to_str().unwrap_or("")).map(|d| d.min(cap)).ok_or_else(|| {
+            ProxyError::BadRequest(format!("header {name}: expected a duration with a unit such as 5s or 500ms"))
+        })
     }
 
     fn client_id(&self, req: &Request<Incoming>, peer: SocketAddr) -> Arc<str> {

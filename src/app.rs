@@ -24,7 +24,10 @@ use crate::{
     config::{parse_upstream, Config, ConfigError},
     forward::Forward,
     metrics::Metrics,
-    pace::{queue::Queue, PaceLayer},
+    pace::{
+        queue::{Queue, QueueSettings},
+        PaceLayer,
+    },
     retry::{RetryLayer, RetryPolicy},
     secret::{KeySource, KeyStore, TokenSet},
     server::{self, ConnLimits},
@@ -81,7 +84,10 @@ impl App {
         let clock = EpochClock::system();
         let b = &cfg.budget;
         let budget: Arc<dyn Budget> = Arc::new(LocalBudget::new(b.limit.get(), b.window, b.headroom));
-        let queue = Queue::spawn(budget.clone(), cfg.queue.capacity);
+        let queue = Queue::spawn_with(
+            budget.clone(),
+            QueueSettings { capacity: cfg.queue.capacity, high_priority_share: cfg.queue.high_priority_share },
+        );
         let cache = CacheStore::new(CacheSettings::from_config(&cfg.cache, "default"), metrics.clone())
             .with_budget(budget.clone()); // read only: is the account limited (stale serving)
         let r = &cfg.retry;
@@ -102,6 +108,8 @@ impl App {
                     .map_err(|e| ConfigError::Invalid { key: "queue.client_header", problem: e.to_string() })?,
                 max_wait: cfg.queue.max_wait,
                 upstream_host: base.authority.host().to_owned(),
+                priority_header: header_name("queue.priority_header", &cfg.queue.priority_header)?,
+                max_wait_header: header_name("queue.max_wait_header", &cfg.queue.max_wait_header)?,
                 tokens,
                 token_header: http::HeaderName::from_bytes(cfg.auth.header.as_bytes())
                     .map_err(|e| ConfigError::Invalid { key: "auth.header", problem: e.to_string() })?,
@@ -109,7 +117,7 @@ impl App {
             stack: stack::build(
                 cache.clone(),
                 RetryLayer::new(retry, budget.clone(), metrics.clone()),
-                PaceLayer::new(queue.clone(), metrics.clone()),
+                PaceLayer::new(queue.clone(), metrics.clone(), cfg.queue.client_metrics_limit),
                 forward,
             ),
             metrics: metrics.clone(),
@@ -196,6 +204,10 @@ impl App {
         drop(self.admin_task.await); // admin connections are not drained
         tracing::info!("Shutdown complete");
     }
+}
+
+fn header_name(key: &'static str, name: &str) -> Result<http::HeaderName, ConfigError> {
+    http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| ConfigError::Invalid { key, problem: e.to_string() })
 }
 
 /// Wait for every proxy connection to finish; past `grace`, refuse what is still queued (each

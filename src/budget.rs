@@ -10,6 +10,9 @@ use tokio::time::Instant;
 
 pub mod headers;
 pub mod local;
+pub mod server_clock;
+#[cfg(test)]
+mod sim;
 
 pub use headers::{parse_ratelimit_headers, Observation};
 pub use local::LocalBudget;
@@ -44,6 +47,14 @@ pub struct Snapshot {
 pub trait Budget: Send + Sync + 'static {
     /// Count a send now, or say when the next one is allowed.
     fn try_acquire(&self, now: Instant) -> Result<Ticket, Instant>;
+    /// Without counting anything: the earliest the next send is allowed, and the interval
+    /// expected between sends after it at the current pace. For wait estimates, so it is a
+    /// lower bound: the start-up probe's wait for its answer is not counted.
+    /// The default reads the gate and the even pace from [`Budget::snapshot`].
+    fn next_send(&self, now: Instant) -> (Instant, Duration) {
+        let snap = self.snapshot(now);
+        (self.gate_until(now).unwrap_or(now), snap.window / snap.limit.max(1))
+    }
     /// Undo a send that never happened (its waiter left between the grant and the hand-over).
     fn refund(&self, ticket: Ticket);
     /// The attempt for `ticket` finished (answered or failed).

@@ -146,6 +146,16 @@ pub struct QueueConfig {
     pub max_wait: Duration,
     /// Header naming the calling service (else the peer address).
     pub client_header: String,
+    /// Header carrying a request's priority class: `high` or `low` (the default).
+    pub priority_header: String,
+    /// Share of the permits reserved for high priority while both classes wait (0 < share ≤ 1;
+    /// 1 is strict priority). A class with nobody waiting lends its share to the other.
+    pub high_priority_share: f64,
+    /// Header a caller uses to say how long it will wait (`5s`), capped by `max_wait`.
+    pub max_wait_header: String,
+    /// Distinct client ids that get their own label in the per-client queue metrics (the rest
+    /// are counted as `other`).
+    pub client_metrics_limit: usize,
 }
 
 /// `[retry]`
@@ -250,7 +260,15 @@ impl Default for BudgetConfig {
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { capacity: 10_000, max_wait: Duration::from_secs(60), client_header: "x-client-id".into() }
+        Self {
+            capacity: 10_000,
+            max_wait: Duration::from_secs(60),
+            client_header: "x-client-id".into(),
+            priority_header: "x-priority".into(),
+            high_priority_share: 0.2,
+            max_wait_header: "x-max-wait".into(),
+            client_metrics_limit: 20,
+        }
     }
 }
 
@@ -352,6 +370,15 @@ impl Config {
         }
         if http::HeaderName::from_bytes(self.queue.client_header.as_bytes()).is_err() {
             return Err(invalid("queue.client_header", "is not a valid header name"));
+        }
+        if http::HeaderName::from_bytes(self.queue.priority_header.as_bytes()).is_err() {
+            return Err(invalid("queue.priority_header", "is not a valid header name"));
+        }
+        if http::HeaderName::from_bytes(self.queue.max_wait_header.as_bytes()).is_err() {
+            return Err(invalid("queue.max_wait_header", "is not a valid header name"));
+        }
+        if !(self.queue.high_priority_share > 0.0 && self.queue.high_priority_share <= 1.0) {
+            return Err(invalid("queue.high_priority_share", "must be greater than 0.0 and at most 1.0"));
         }
         if self.retry.backoff_base.is_zero() || self.retry.backoff_max < self.retry.backoff_base {
             return Err(invalid("retry.backoff_base", "must be greater than zero and at most retry.backoff_max"));

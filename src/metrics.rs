@@ -4,7 +4,8 @@
 //! ids or keys.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The proxy's metrics and their registry.
@@ -57,6 +58,14 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// Downstream request duration, end to end.
     pub request_duration: HistogramVec,
+    /// Requests waiting for a permit, by priority class.
+    pub queue_depth_priority: IntGaugeVec,
+    /// Time waited for a permit, by priority class.
+    pub queue_wait_priority: HistogramVec,
+    /// Requests waiting for a permit, by client (bounded label set; the rest are `other`).
+    pub queue_depth_client: IntGaugeVec,
+    /// Time waited for a permit, by client (bounded label set; the rest are `other`).
+    pub queue_wait_client: HistogramVec,
 }
 
 fn buckets() -> Vec<f64> {
@@ -144,6 +153,22 @@ impl Metrics {
             request_duration: reg!(HistogramVec::new(
                 hist("request_duration_seconds", "Downstream request duration"),
                 &["cache"]
+            )),
+            queue_depth_priority: reg!(IntGaugeVec::new(
+                Opts::new(name("queue_priority_depth"), "Requests waiting for a permit, by priority"),
+                &["priority"]
+            )),
+            queue_wait_priority: reg!(HistogramVec::new(
+                hist("queue_priority_wait_seconds", "Time waited for a permit, by priority"),
+                &["priority"]
+            )),
+            queue_depth_client: reg!(IntGaugeVec::new(
+                Opts::new(name("queue_client_depth"), "Requests waiting for a permit, by client (bounded)"),
+                &["client"]
+            )),
+            queue_wait_client: reg!(HistogramVec::new(
+                hist("queue_client_wait_seconds", "Time waited for a permit, by client (bounded)"),
+                &["client"]
             )),
             registry,
         }

@@ -26,6 +26,8 @@ pub struct Observation {
     pub clock_offset_secs: Option<i64>,
     /// `X-RateLimit-Reset` as sent (epoch seconds on the server's clock).
     pub reset_epoch: Option<u64>,
+    /// `Date` as sent (epoch seconds on the server's clock, truncated to the second).
+    pub date_epoch: Option<u64>,
 }
 
 impl Observation {
@@ -52,6 +54,7 @@ pub fn parse_ratelimit_headers(status: u16, headers: &HeaderMap, local_now: Syst
             .and_then(|v| parse_retry_after(v, base)),
         clock_offset_secs: server_now.map(|s| epoch_secs(s) - epoch_secs(local_now)),
         reset_epoch,
+        date_epoch: server_now.map(|s| epoch_secs(s).max(0) as u64),
     }
 }
 

@@ -92,6 +92,15 @@ fn debug_output_holds_no_key() {
 }
 
 #[test]
+fn priority_and_max_wait_keys_are_checked() {
+    rejects(|c| c.queue.high_priority_share = 0.0, "queue.high_priority_share");
+    rejects(|c| c.queue.high_priority_share = 1.5, "queue.high_priority_share");
+    rejects(|c| c.queue.high_priority_share = f64::NAN, "queue.high_priority_share");
+    rejects(|c| c.queue.priority_header = "bad header".into(), "queue.priority_header");
+    rejects(|c| c.queue.max_wait_header = "".into(), "queue.max_wait_header");
+}
+
+#[test]
 fn zero_or_inverted_backoff_is_rejected() {
     rejects(|c| c.retry.backoff_base = Duration::ZERO, "retry.backoff_base");
     rejects(|c| c.retry.backoff_max = Duration::from_millis(1), "retry.backoff_base");

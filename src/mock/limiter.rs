@@ -137,6 +137,12 @@ impl Limiter {
         self.force = (count > 0).then_some(ForcePlan { count, reset_in: reset_in.min(LONGEST), headers });
     }
 
+    /// Change the account's limit from now on (a contract change mid-run); usage is kept.
+    #[cfg_attr(not(test), allow(dead_code))] // used by the simulation tests only
+    pub fn set_limit(&mut self, limit: u32) {
+        self.limit = limit;
+    }
+
     /// Decide one request arriving at `now`, spending budget only when it is allowed.
     pub fn admit(&mut self, now: Instant) -> Verdict {
         let elapsed = self.clock.elapsed_at(now);

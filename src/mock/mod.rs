@@ -19,7 +19,7 @@
 
 mod fault;
 mod handler;
-mod limiter;
+pub(crate) mod limiter; // crate-visible: the Budget's simulation tests drive it in-process
 mod reply;
 mod routes;
 mod server;

@@ -92,14 +92,68 @@ async fn capacity_is_a_bound() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_wait_beyond_the_deadline_fails_with_queue_deadline() {
+async fn a_request_that_cannot_be_sent_before_its_deadline_is_refused_at_once() {
     let (q, _) = queue(1, Duration::from_secs(60), 10);
     let _p = q.acquire(Arc::from("a"), far()).await.unwrap();
     let start = Instant::now();
     let r = q.acquire(Arc::from("a"), start + Duration::from_secs(5)).await;
-    assert!(matches!(r, Err(ProxyError::QueueDeadline { .. })), "{r:?}");
-    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    match r {
+        Err(ProxyError::QueueDeadline { retry_after, .. }) => assert!(retry_after >= Duration::from_secs(59)),
+        other => panic!("expected QueueDeadline, got {other:?}"),
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO, "answered at once, not after the wait");
     assert_eq!(q.depth(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_the_lanes_backlog_would_miss_is_refused_at_once() {
+    let (q, _) = queue(10, Duration::from_secs(10), 100);
+    let _p = q.acquire(Arc::from("a"), far()).await.unwrap();
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let q = q.clone();
+        waiting.push(tokio::spawn(async move { q.acquire(Arc::from("a"), far()).await }));
+    }
+    tokio::task::yield_now().await;
+    // Five ahead in the same lane at one per second: 3 s is not enough, 7 s is.
+    let start = Instant::now();
+    let r = q.acquire(Arc::from("a"), start + Duration::from_secs(3)).await;
+    assert!(matches!(r, Err(ProxyError::QueueDeadline { .. })), "{r:?}");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(q.acquire(Arc::from("a"), start + Duration::from_secs(7)).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn high_priority_jumps_a_low_priority_backlog_within_its_share() {
+    use crate::pace::queue::{Priority, QueueSettings};
+    let b: Arc<dyn Budget> = Arc::new(LocalBudget::new(10, Duration::from_secs(10), 0.0));
+    b.observe(None, &Observation { status: 200, ..Default::default() }, Instant::now());
+    let q = Queue::spawn_with(b, QueueSettings { capacity: 1000, high_priority_share: 0.2 });
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut add = |name: String, p: Priority| {
+        let (q, order) = (q.clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = q.acquire_with(Arc::from("svc"), p, far()).await.unwrap();
+            order.lock().push(name);
+        }));
+    };
+    for i in 0..20 {
+        add(format!("low{i}"), Priority::Low);
+    }
+    tokio::task::yield_now().await;
+    for i in 0..4 {
+        add(format!("high{i}"), Priority::High);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock();
+    let pos = |n: &str| order.iter().position(|s| s == n).unwrap();
+    assert!(pos("high0") <= 2, "the first high request goes next: {order:?}");
+    // Backlogged together, high gets its reserved fifth of the permits and low the rest.
+    let first_ten_high = order[..10].iter().filter(|s| s.starts_with("high")).count();
+    assert!((2..=3).contains(&first_ten_high), "{order:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -134,4 +188,20 @@ async fn a_deep_queue_drains_in_order_at_the_pace() {
     assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
     let took = start.elapsed();
     assert!(took >= Duration::from_millis(19_900) && took <= Duration::from_millis(20_100), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_deadline_is_not_refused_while_the_start_up_probe_is_out() {
+    // The probe's answer usually comes in milliseconds: the window-long fallback is no estimate.
+    let b: Arc<dyn Budget> = Arc::new(LocalBudget::new(100, Duration::from_secs(60), 0.0));
+    let q = Queue::spawn(b.clone(), 10);
+    let probe = q.acquire(Arc::from("a"), far()).await.unwrap();
+    let second = tokio::spawn({
+        let q = q.clone();
+        async move { q.acquire(Arc::from("a"), Instant::now() + Duration::from_secs(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.observe(Some(probe.ticket()), &Observation { status: 200, ..Default::default() }, Instant::now());
+    q.budget_changed();
+    assert!(second.await.unwrap().is_ok(), "granted once the probe was answered");
 }

@@ -190,3 +190,22 @@ async fn snapshot_reports_the_servers_view() {
     assert_eq!((s.limit, s.remaining, s.reset_in), (1000, 700, Duration::from_secs(20)));
     assert_eq!((s.server_reset_epoch, s.clock_offset_secs, s.gated), (Some(1_800_000_000), Some(-30), false));
 }
+
+#[tokio::test(start_paused = true)]
+async fn timer_granularity_does_not_accumulate_into_lost_sends() {
+    // 40.4 ms spacing on a 1 ms timer: each send is up to 1 ms late; the pace must not drift.
+    let b = learned(50, Duration::from_secs(2), 0.01);
+    let sent = drain_for(&b, Duration::from_secs(20)).await;
+    assert!(sent.len() >= 494, "{} sends in 20 s (the pace allows 495)", sent.len());
+    assert!(max_in_any_window(&sent, Duration::from_secs(2)) <= 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_counts_only_sends_within_the_trailing_window() {
+    let b = learned(10, Duration::from_secs(10), 0.0);
+    let sent = drain_for(&b, Duration::from_millis(4_500)).await;
+    assert_eq!(sent.len(), 5);
+    advance(Duration::from_secs(12)).await; // every send has left the window
+    let s = b.snapshot(Instant::now());
+    assert_eq!((s.remaining, s.reset_in), (10, Duration::ZERO));
+}
