@@ -119,7 +119,8 @@ impl Forward {
                 drop(resp);
                 // The replay is another upstream request: it pays its own permit.
                 let ctx = crate::context::context_of(&again)?;
-                let permit = self.queue.acquire(ctx.client, ctx.deadline).await?;
+                let priority = again.extensions().get::<crate::pace::queue::Priority>().copied().unwrap_or_default();
+                let permit = self.queue.acquire_with(ctx.client, priority, ctx.deadline).await?;
                 (resp, elapsed, _) = self.attempt(again, Some(permit.ticket())).await?;
             }
             if resp.status() == http::StatusCode::UNAUTHORIZED {

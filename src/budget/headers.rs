@@ -76,7 +76,9 @@ pub fn parse_reset(reset: u64, server_now: SystemTime) -> Duration {
     if reset < DELTA_FORM_BELOW {
         return Duration::from_secs(reset).min(MAX_DELAY);
     }
-    (UNIX_EPOCH + Duration::from_secs(reset)).duration_since(server_now).unwrap_or(Duration::ZERO).min(MAX_DELAY)
+    // An epoch beyond what SystemTime can hold is "very far": the cap, never a panic.
+    let Some(at) = UNIX_EPOCH.checked_add(Duration::from_secs(reset)) else { return MAX_DELAY };
+    at.duration_since(server_now).unwrap_or(Duration::ZERO).min(MAX_DELAY)
 }
 
 fn parse_date(headers: &HeaderMap) -> Option<SystemTime> {

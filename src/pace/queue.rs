@@ -36,10 +36,9 @@ pub use lanes::Priority;
 use lanes::{Lanes, Waiter};
 
 /// A granted send. Dropping it tells the Budget the attempt is over.
-#[derive(Debug)]
 pub struct Permit {
     ticket: Ticket,
-    budget: Arc<dyn Budget>,
+    shared: Arc<Shared>,
     /// How long the request waited for it.
     pub waited: Duration,
 }
@@ -51,9 +50,17 @@ impl Permit {
     }
 }
 
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("ticket", &self.ticket).field("waited", &self.waited).finish()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.budget.finish(self.ticket);
+        self.shared.budget.finish(self.ticket);
+        // An attempt that ends can open the gate (the start-up probe): let the dispatcher look.
+        self.shared.wake.notify_one();
     }
 }
 
@@ -159,7 +166,7 @@ impl Queue {
     }
 
     fn permit(&self, ticket: Ticket, start: Instant) -> Permit {
-        Permit { ticket, budget: self.shared.budget.clone(), waited: start.elapsed() }
+        Permit { ticket, shared: self.shared.clone(), waited: start.elapsed() }
     }
 
     /// Grant at once when nobody waits and the Budget allows, else join `client`'s lane (or

@@ -205,3 +205,25 @@ async fn a_short_deadline_is_not_refused_while_the_start_up_probe_is_out() {
     q.budget_changed();
     assert!(second.await.unwrap().is_ok(), "granted once the probe was answered");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_start_up_probe_that_fails_lets_the_next_request_go_at_once() {
+    // No answer has been observed yet: one request at a time. When the probe's attempt ends
+    // without an answer (a connect error), the next waiter must not sit out a whole window.
+    let b: Arc<dyn Budget> = Arc::new(LocalBudget::new(10, Duration::from_secs(60), 0.0));
+    let q = Queue::spawn(b, 10);
+    let probe = q.acquire(Arc::from("a"), far()).await.unwrap();
+    let next = tokio::spawn({
+        let q = q.clone();
+        async move { q.acquire(Arc::from("a"), far()).await.map(|_| Instant::now()) }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let failed_at = Instant::now();
+    drop(probe); // the attempt failed: nothing observed
+    let granted_at = next.await.unwrap().unwrap();
+    assert!(
+        granted_at - failed_at <= Duration::from_secs(6),
+        "waited {:?} after the probe ended",
+        granted_at - failed_at
+    );
+}
