@@ -154,3 +154,18 @@ async fn sliding_windows_cause_no_429s_with_or_without_another_consumer() {
         assert!(o.share_used() >= 0.97, "{:.3}", o.share_used());
     }
 }
+
+/// RackNap's own contract: 1000 per 60 s. Whole-second `Reset` rounding costs a 60 s sliding
+/// window far less than the 2 s windows above.
+#[tokio::test(start_paused = true)]
+async fn a_sliding_minute_window_of_1000_is_used_fully_without_429s() {
+    let s = Scenario::new(WindowKind::Sliding, 1000, Duration::from_secs(60));
+    assert_compliant("sliding 1000/60s", &run(&s).await, 0.98);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sliding_minute_window_shared_with_another_consumer_causes_no_429s() {
+    let mut s = Scenario::new(WindowKind::Sliding, 1000, Duration::from_secs(60));
+    s.external_rate = 0.3 * 1000.0 / 60.0;
+    assert_compliant("external sliding 1000/60s", &run(&s).await, 0.98);
+}
