@@ -75,7 +75,7 @@ where
                     let io = TokioIo::new(idle::Watched::new(stream, activity.clone()));
                     let conn = builder.serve_connection(io, track(make_service(peer), activity.clone())).into_owned();
                     let conn = graceful.watch(conn);
-                    let idle_timeout = limits.idle_timeout;
+                    let (idle_timeout, head_timeout) = (limits.idle_timeout, limits.header_read_timeout);
                     let metrics = metrics.clone();
                     if let Some(m) = &metrics {
                         m.connections_open.inc();
@@ -86,6 +86,10 @@ where
                                 tracing::debug!(error = %e, %peer, "Connection ended with an error");
                                 close_reason(&*e)
                             }),
+                            _ = activity.silent_for(head_timeout) => {
+                                tracing::debug!(%peer, "Closed a connection that sent nothing");
+                                Some("header_timeout")
+                            }
                             _ = activity.idle(idle_timeout) => {
                                 tracing::debug!(%peer, "Closed an idle connection");
                                 Some("idle")

@@ -24,12 +24,18 @@ pub struct Activity {
     base: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    read_any: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
     /// A connection that was active just now.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { base: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) })
+        Arc::new(Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            read_any: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     fn touch(&self) {
@@ -39,6 +45,15 @@ impl Activity {
 
     fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Resolves if the client has sent no byte at all within `timeout` of the accept (hyper's
+    /// header-read timeout only starts with the first byte); never resolves otherwise.
+    pub async fn silent_for(&self, timeout: Duration) {
+        tokio::time::sleep_until(self.base + timeout).await;
+        if self.read_any.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// A request started; dropping the guard ends it.
@@ -90,6 +105,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
+            self.activity.read_any.store(true, Ordering::Release);
             self.activity.touch();
         }
         r

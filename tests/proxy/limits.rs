@@ -57,6 +57,19 @@ async fn a_client_trickling_its_head_is_cut_off() {
     assert_eq!(closed(&app, "header_timeout", 1.0).await, 1.0);
 }
 
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_cut_at_the_header_timeout_not_the_idle_one() {
+    // Found by a user test: 1100 silent connections held every slot for the 60 s idle timeout.
+    let up = support::upstream(1000, Duration::from_secs(60)).await;
+    let mut cfg = support::config(&up, 1000, Duration::from_secs(60));
+    cfg.server.header_read_timeout = Duration::from_millis(300);
+    cfg.server.idle_timeout = Duration::from_secs(3600);
+    let app = support::proxy(&cfg).await;
+    let mut s = TcpStream::connect(app.proxy_addr).await.unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(20)).await, "a silent connection was held open");
+    assert_eq!(closed(&app, "header_timeout", 1.0).await, 1.0);
+}
+
 /// Connections closed for `reason`, once it reaches `want` (the count lands just after the
 /// client saw the close) or after 5 s.
 async fn closed(app: &racknap_proxy::App, reason: &str, want: f64) -> f64 {
