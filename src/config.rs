@@ -457,10 +457,13 @@ impl Config {
         if let Some(path) = &self.key.file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| invalid("key.file", format!("cannot read {}: {e}", path.display())))?;
-            Secret::new(&text).ok_or_else(|| invalid("key.file", format!("{} is empty", path.display())))?;
+            Secret::parse(&text).map_err(|problem| invalid("key.file", format!("{} {problem}", path.display())))?;
             return Ok(KeySource::File(path.clone()));
         }
-        env.as_deref().and_then(Secret::new).map(KeySource::Env).ok_or(ConfigError::NoKey)
+        match env.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => Err(ConfigError::NoKey),
+            Some(v) => Secret::parse(v).map(KeySource::Env).map_err(|problem| invalid(KEY_ENV, problem)),
+        }
     }
 }
 

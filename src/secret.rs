@@ -9,10 +9,24 @@ use http::HeaderValue;
 pub struct Secret(Arc<str>);
 
 impl Secret {
-    /// Wrap a secret; surrounding white space (a trailing newline in a file) is removed.
+    /// Wrap a secret; surrounding white space (a trailing newline in a file) and a leading
+    /// byte-order mark are removed. `None` when [`Secret::parse`] refuses it.
     pub fn new(s: &str) -> Option<Self> {
-        let s = s.trim();
-        (!s.is_empty()).then(|| Self(Arc::from(s)))
+        Self::parse(s).ok()
+    }
+
+    /// Like [`Secret::new`], saying why a value is refused: empty, or holding anything but
+    /// visible ASCII (a second line, a space, a control character) — such a key could never be
+    /// sent in a header, and accepting it would fail every request later instead of now.
+    pub fn parse(s: &str) -> Result<Self, &'static str> {
+        let s = s.trim_start_matches('\u{feff}').trim();
+        if s.is_empty() {
+            return Err("is empty");
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("holds a space, a line break, a control or a non-ASCII character");
+        }
+        Ok(Self(Arc::from(s)))
     }
 
     /// The secret itself, for comparisons and header building only.
@@ -66,6 +80,26 @@ mod tests {
     #[test]
     fn empty_is_no_secret() {
         assert!(Secret::new("  \n").is_none());
+    }
+
+    #[test]
+    fn keys_that_cannot_be_a_header_are_refused() {
+        for bad in ["abc\ndef", "abc def", "sk_live\u{1}x", "sk_live_ключ", "a\r\nInjected: 1"] {
+            assert!(Secret::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Secret::parse("\u{feff}sk_live_abc\r\n").unwrap().expose(), "sk_live_abc");
+    }
+
+    #[test]
+    fn a_rotation_to_an_unusable_key_keeps_the_current_one() {
+        let path = std::env::temp_dir().join(format!("racknap-key-{}", std::process::id()));
+        std::fs::write(&path, "sk_live_good\n").unwrap();
+        let store = KeyStore::load(KeySource::File(path.clone())).unwrap();
+        std::fs::write(&path, "sk_live_good\nsecond line\n").unwrap();
+        let err = store.reload().unwrap_err().to_string();
+        assert!(err.contains("line break") && !err.contains("sk_live"), "{err}");
+        assert_eq!(store.current().expose(), "sk_live_good");
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
@@ -141,8 +175,8 @@ impl KeyStore {
 
 fn read_key_file(path: &std::path::Path) -> std::io::Result<Secret> {
     let text = std::fs::read_to_string(path)?;
-    Secret::new(&text).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("key file {} is empty", path.display()))
+    Secret::parse(&text).map_err(|problem| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("key file {} {problem}", path.display()))
     })
 }
 

@@ -105,3 +105,9 @@ fn zero_or_inverted_backoff_is_rejected() {
     rejects(|c| c.retry.backoff_base = Duration::ZERO, "retry.backoff_base");
     rejects(|c| c.retry.backoff_max = Duration::from_millis(1), "retry.backoff_base");
 }
+
+#[test]
+fn an_env_key_that_cannot_be_a_header_is_rejected_by_name() {
+    let err = Config::default().key_source(Some("abc\ndef".into())).unwrap_err().to_string();
+    assert!(err.contains(KEY_ENV) && err.contains("line break") && !err.contains("abc"), "{err}");
+}
