@@ -61,10 +61,11 @@ where
         let cell = self.store.0.inflight.lock().entry(flight_key.clone()).or_default().clone();
         let led = AtomicBool::new(false);
         let own: Mutex<Option<ProxyResponse>> = Mutex::new(None);
+        let timings: Mutex<Option<http::Extensions>> = Mutex::new(None);
         let mut flight = cell
             .get_or_init(|| {
                 led.store(true, Ordering::Relaxed);
-                self.fetch(duplicate(&req), &miss, &own)
+                self.fetch(duplicate(&req), &miss, &own, &timings)
             })
             .await
             .clone();
@@ -77,7 +78,7 @@ where
         let mut led = led.load(Ordering::Relaxed);
         if !led && !answers(&flight, &miss.resource, req.headers()) {
             // The leader's answer varies on a header whose value differs here: fetch our own.
-            flight = self.fetch(duplicate(&req), &miss, &own).await;
+            flight = self.fetch(duplicate(&req), &miss, &own, &timings).await;
             led = true;
         }
         if !led && !matches!(flight, Flight::Unshareable) {
@@ -91,7 +92,11 @@ where
                     self.count(status);
                 }
                 let shown = if stored.status.is_success() { status } else { CacheStatus::Miss };
-                Ok(to_response(&stored, shown))
+                let mut resp = to_response(&stored, shown);
+                if let Some(leader) = timings.into_inner().filter(|_| led) {
+                    resp.extensions_mut().extend(leader); // queue wait, upstream time, attempts: for the log line
+                }
+                Ok(resp)
             }
             Flight::Failed(e) => {
                 if led {
@@ -111,7 +116,13 @@ where
     }
 
     /// The leader's upstream call: buffer the answer (bounded), store it when cacheable.
-    async fn fetch(&self, mut req: ProxyRequest, miss: &Miss, own: &Mutex<Option<ProxyResponse>>) -> Flight {
+    async fn fetch(
+        &self,
+        mut req: ProxyRequest,
+        miss: &Miss,
+        own: &Mutex<Option<ProxyResponse>>,
+        timings: &Mutex<Option<http::Extensions>>,
+    ) -> Flight {
         let request_headers = req.headers().clone();
         set_validators(req.headers_mut(), miss.revalidate.as_deref());
         let resp = match self.inner.clone().oneshot(req).await {
@@ -119,6 +130,7 @@ where
             Err(e) => return Flight::Failed(e),
         };
         let (parts, body) = resp.into_parts();
+        *timings.lock() = Some(parts.extensions.clone());
         if let (StatusCode::NOT_MODIFIED, Some(entry)) = (parts.status, &miss.revalidate) {
             let _ = collect_bounded(body, 0).await; // a 304 has no body; read it so the connection is reused
             let merged = Arc::new(refreshed(&entry.stored, &parts.headers));

@@ -240,3 +240,20 @@ async fn a_cancelled_leader_hands_over_to_a_follower() {
     let after = read(svc.oneshot(req(Method::GET, "/v1/invoices")).await.unwrap()).await;
     assert_eq!(after.1.as_deref(), Some("HIT"), "the follower's answer was stored");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_leaders_answer_keeps_the_timings_for_its_log_line() {
+    // Found by a user test: every GET miss logged queue_ms=0 upstream_ms=0 attempts=0.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = CacheLayer::new(CacheStore::new(settings(), Metrics::new())).layer(upstream(
+        calls.clone(),
+        Duration::ZERO,
+        |_| {
+            let mut resp = Response::new(body::full(OK));
+            resp.extensions_mut().insert(crate::context::Attempts(2));
+            Ok(resp)
+        },
+    ));
+    let resp = svc.oneshot(req(Method::GET, "/v1/invoices")).await.unwrap();
+    assert_eq!(resp.extensions().get::<crate::context::Attempts>().map(|a| a.0), Some(2));
+}
