@@ -40,6 +40,8 @@ pub struct AdmissionSettings {
     pub allowed_prefixes: Vec<String>,
     /// Largest request body.
     pub max_body: usize,
+    /// Time allowed to receive the whole request body.
+    pub body_read_timeout: Duration,
     /// Header naming the calling service.
     pub client_header: HeaderName,
     /// Wait allowed for a permit.
@@ -107,7 +109,10 @@ impl Admission {
         for name in ROUTING_OVERRIDES {
             parts.headers.remove(name);
         }
-        let (bytes, trailers) = read_body(body, self.settings.max_body).await?;
+        let read = read_body(body, self.settings.max_body);
+        let (bytes, trailers) = tokio::time::timeout(self.settings.body_read_timeout, read)
+            .await
+            .map_err(|_| ProxyError::RequestTimeout { after: self.settings.body_read_timeout })??;
         parts.uri = uri;
         parts.extensions = http::Extensions::new();
         parts.extensions.insert(RequestContext { id, client, deadline: received + max_wait });

@@ -104,6 +104,7 @@ impl App {
             admission: Admission::new(AdmissionSettings {
                 allowed_prefixes: cfg.server.allowed_prefixes.clone(),
                 max_body: usize::try_from(cfg.server.max_request_body.as_u64()).unwrap_or(usize::MAX),
+                body_read_timeout: cfg.server.body_read_timeout,
                 client_header: http::HeaderName::from_bytes(cfg.queue.client_header.as_bytes())
                     .map_err(|e| ConfigError::Invalid { key: "queue.client_header", problem: e.to_string() })?,
                 max_wait: cfg.queue.max_wait,

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// A client must send its whole request head within this time.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// A client must send its whole request body within this time (then 408).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight and queued requests may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -232,6 +235,7 @@ impl Default for ServerConfig {
             max_request_body: ByteSize::mib(1),
             max_header_bytes: ByteSize::kib(64),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
             allowed_prefixes: vec!["/v1/".into()],
             allow_public_bind: false,

@@ -48,6 +48,12 @@ pub enum ProxyError {
         /// Limit in bytes.
         limit: usize,
     },
+    /// The client did not send its body in time.
+    #[error("the request body did not arrive within {}", humantime::format_duration(*after))]
+    RequestTimeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
     /// The upstream could not be reached or broke the connection.
     #[error("the upstream could not be reached: {0}")]
     UpstreamUnavailable(String),
@@ -79,6 +85,7 @@ impl ProxyError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } | Self::NotCached => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,6 +103,7 @@ impl ProxyError {
             Self::Forbidden(_) => "proxy_forbidden",
             Self::MethodNotAllowed(_) => "proxy_method_not_allowed",
             Self::PayloadTooLarge { .. } => "proxy_payload_too_large",
+            Self::RequestTimeout { .. } => "proxy_request_timeout",
             Self::UpstreamUnavailable(_) | Self::UpstreamConnect(_) => "proxy_upstream_unavailable",
             Self::UpstreamTimeout { .. } => "proxy_upstream_timeout",
             Self::NotCached => "proxy_not_cached",

@@ -70,6 +70,40 @@ async fn a_connection_that_sends_nothing_is_cut_at_the_header_timeout_not_the_id
     assert_eq!(closed(&app, "header_timeout", 1.0).await, 1.0);
 }
 
+#[tokio::test]
+async fn a_body_that_trickles_is_answered_408_in_time() {
+    // Found by a user test: a POST sending one byte every 5 s held its connection indefinitely.
+    let up = support::upstream(1000, Duration::from_secs(60)).await;
+    let mut cfg = support::config(&up, 1000, Duration::from_secs(60));
+    cfg.server.body_read_timeout = Duration::from_millis(300);
+    let app = support::proxy(&cfg).await;
+    let mut s = TcpStream::connect(app.proxy_addr).await.unwrap();
+    s.write_all(
+        b"POST /v1/invoices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut b = [0u8; 4096];
+        while let Ok(n) = s.read(&mut b).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&b[..n]);
+            if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a trickling body");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("proxy_request_timeout"), "{text}");
+    assert!(up.requests().is_empty());
+}
+
 /// Connections closed for `reason`, once it reaches `want` (the count lands just after the
 /// client saw the close) or after 5 s.
 async fn closed(app: &racknap_proxy::App, reason: &str, want: f64) -> f64 {
