@@ -70,6 +70,7 @@ fn entry_larger_than_cache_is_rejected() {
 #[test]
 fn bad_prefixes_and_header_names_are_rejected() {
     rejects(|c| c.server.allowed_prefixes = vec!["v1".into()], "server.allowed_prefixes");
+    rejects(|c| c.server.allowed_prefixes = vec![], "server.allowed_prefixes");
     rejects(|c| c.queue.client_header = "bad header".into(), "queue.client_header");
 }
 
