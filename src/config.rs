@@ -412,7 +412,10 @@ impl Config {
             return Err(invalid("server.max_header_bytes", "must be at least 8KiB"));
         }
         if self.server.allowed_prefixes.is_empty() {
-            return Err(invalid("server.allowed_prefixes", "must name at least one prefix (else every request is refused)"));
+            return Err(invalid(
+                "server.allowed_prefixes",
+                "must name at least one prefix (else every request is refused)",
+            ));
         }
         if self.server.allowed_prefixes.iter().any(|p| !p.starts_with('/') || !p.ends_with('/')) {
             return Err(invalid("server.allowed_prefixes", "each prefix must start and end with '/'"));
