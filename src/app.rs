@@ -243,6 +243,12 @@ fn inbound_tokens(cfg: &Config) -> Result<TokenSet, StartError> {
              anything that reaches this address can spend the account"
         );
     }
+    if !cfg.server.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            admin_listen = %cfg.server.admin_listen,
+            "Admin listener beyond loopback: /metrics and /readyz are readable by anything that reaches it"
+        );
+    }
     Ok(tokens)
 }
 
@@ -257,12 +263,25 @@ async fn watch_key_file(keys: KeyStore) {
     let period = Duration::from_secs(1);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing: Option<String> = None; // warn once per distinct problem, not every second
     loop {
         tick.tick().await;
         match keys.reload_if_changed() {
-            Ok(true) => tracing::info!("API key file changed: using the new key"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "Cannot re-read the API key file; keeping the current key"),
+            Ok(changed) => {
+                if changed {
+                    tracing::info!("API key file changed: using the new key");
+                }
+                if failing.take().is_some() {
+                    tracing::info!("API key file readable again");
+                }
+            }
+            Err(e) => {
+                let problem = e.to_string();
+                if failing.as_deref() != Some(problem.as_str()) {
+                    tracing::warn!(error = %problem, "Cannot re-read the API key file; keeping the current key");
+                    failing = Some(problem);
+                }
+            }
         }
     }
 }

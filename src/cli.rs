@@ -177,7 +177,10 @@ impl ProxyArgs {
 
 /// Parse the command line and run; the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -192,6 +195,19 @@ pub fn main() -> ExitCode {
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Mock(args)) => runtime.block_on(run_mock(args)),
         Some(Command::Demo(args)) => runtime.block_on(demo::run(args)),
+    }
+}
+
+/// Help and version exit 0; a bad flag value is a configuration error (78); other usage errors 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let _ = e.print();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            ExitCode::SUCCESS
+        }
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => ExitCode::from(EXIT_CONFIG),
+        _ => ExitCode::from(2),
     }
 }
 
