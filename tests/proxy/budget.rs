@@ -22,10 +22,7 @@ async fn bad_max_wait_and_priority_headers_are_400_naming_the_header() {
 
 #[tokio::test]
 async fn a_max_wait_the_queue_cannot_meet_is_answered_at_once_with_retry_after() {
-    let up = support::upstream(1, Duration::from_secs(30)).await;
-    let mut cfg = support::config(&up, 1, Duration::from_secs(30));
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(1, Duration::from_secs(30), |_| {}).await;
     let c = client(app.proxy_addr);
     assert_eq!(c.get("/v1/customers").await.status, 200); // spends the window
     let asked = tokio::time::Instant::now();
@@ -41,10 +38,7 @@ async fn a_max_wait_the_queue_cannot_meet_is_answered_at_once_with_retry_after()
 #[tokio::test]
 async fn a_high_priority_request_overtakes_a_low_priority_backlog() {
     let (limit, window) = (10, Duration::from_secs(1));
-    let up = support::upstream(limit, window).await;
-    let mut cfg = support::config(&up, limit, window);
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(limit, window, |_| {}).await;
     let c = client(app.proxy_addr);
     let mut low = Vec::new();
     for i in 0..12 {

@@ -9,10 +9,7 @@ use crate::support::{self, assert_envelope, client};
 #[tokio::test]
 async fn three_times_the_limit_gives_zero_upstream_429s_and_every_request_succeeds() {
     let (limit, window) = (10, Duration::from_secs(1));
-    let up = support::upstream(limit, window).await;
-    let mut cfg = support::config(&up, limit, window);
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(limit, window, |_| {}).await;
     let c = client(app.proxy_addr);
     let answers = join_all((0..3 * limit).map(|i| {
         let c = c.clone();
@@ -29,11 +26,7 @@ async fn three_times_the_limit_gives_zero_upstream_429s_and_every_request_succee
 
 #[tokio::test]
 async fn a_full_queue_answers_503_envelope_with_retry_after() {
-    let up = support::upstream(1, Duration::from_secs(30)).await;
-    let mut cfg = support::config(&up, 1, Duration::from_secs(30));
-    cfg.queue.capacity = 1;
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(1, Duration::from_secs(30), |cfg| cfg.queue.capacity = 1).await;
     let c = client(app.proxy_addr);
     assert_eq!(c.get("/v1/customers").await.status, 200); // spends the one permit of the window
     let waiting = tokio::spawn({
@@ -54,11 +47,8 @@ async fn a_full_queue_answers_503_envelope_with_retry_after() {
 
 #[tokio::test]
 async fn an_expired_wait_answers_503_envelope() {
-    let up = support::upstream(1, Duration::from_secs(30)).await;
-    let mut cfg = support::config(&up, 1, Duration::from_secs(30));
-    cfg.queue.max_wait = Duration::from_millis(200);
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) =
+        support::uncached(1, Duration::from_secs(30), |cfg| cfg.queue.max_wait = Duration::from_millis(200)).await;
     let c = client(app.proxy_addr);
     assert_eq!(c.get("/v1/customers").await.status, 200);
     let late = c.get("/v1/invoices").await;
@@ -69,10 +59,7 @@ async fn an_expired_wait_answers_503_envelope() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_while_queued_spends_no_budget() {
-    let up = support::upstream(1, Duration::from_secs(2)).await;
-    let mut cfg = support::config(&up, 1, Duration::from_secs(2));
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(1, Duration::from_secs(2), |_| {}).await;
     let c = client(app.proxy_addr);
     assert_eq!(c.get("/v1/customers").await.status, 200);
     let queued = tokio::spawn({

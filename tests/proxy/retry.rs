@@ -7,10 +7,7 @@ use racknap_proxy::mock::ForcedHeaders;
 use crate::support::{self, client};
 
 async fn forced(headers: ForcedHeaders, reset_in: Duration) -> (Vec<tokio::time::Instant>, u16) {
-    let up = support::upstream(100, Duration::from_secs(60)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(60));
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(100, Duration::from_secs(60), |_| {}).await;
     up.force_429(1, reset_in, headers);
     let a = client(app.proxy_addr).get("/v1/customers").await;
     (up.requests().iter().map(|r| r.at).collect(), a.status.as_u16())
@@ -43,10 +40,7 @@ async fn retry_after_http_date_is_honoured() {
 
 #[tokio::test]
 async fn a_bare_429_waits_one_window_then_replays() {
-    let up = support::upstream(100, Duration::from_secs(1)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(1));
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(100, Duration::from_secs(1), |_| {}).await;
     up.force_429(1, Duration::from_secs(1), ForcedHeaders::None);
     let a = client(app.proxy_addr).get("/v1/customers").await;
     assert_eq!(a.status, 200);
@@ -57,11 +51,10 @@ async fn a_bare_429_waits_one_window_then_replays() {
 
 #[tokio::test]
 async fn persistent_429s_are_passed_on_as_they_were_after_the_attempts_bound() {
-    let up = support::upstream(100, Duration::from_secs(60)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(60));
-    cfg.cache.enabled = false;
-    cfg.retry.max_attempts = std::num::NonZeroU32::new(2).unwrap();
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(100, Duration::from_secs(60), |cfg| {
+        cfg.retry.max_attempts = std::num::NonZeroU32::new(2).unwrap()
+    })
+    .await;
     up.force_429(10, Duration::from_millis(300), ForcedHeaders::RetryAfterSeconds);
     let a = client(app.proxy_addr).get("/v1/customers").await;
     assert_eq!(a.status, 429);
@@ -72,11 +65,8 @@ async fn persistent_429s_are_passed_on_as_they_were_after_the_attempts_bound() {
 
 #[tokio::test]
 async fn a_429_whose_reset_is_beyond_the_total_wait_is_passed_on_at_once() {
-    let up = support::upstream(100, Duration::from_secs(60)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(60));
-    cfg.cache.enabled = false;
-    cfg.retry.max_wait = Duration::from_secs(1);
-    let app = support::proxy(&cfg).await;
+    let (up, app) =
+        support::uncached(100, Duration::from_secs(60), |cfg| cfg.retry.max_wait = Duration::from_secs(1)).await;
     up.force_429(1, Duration::from_secs(30), ForcedHeaders::RateLimit);
     let a = client(app.proxy_addr).get("/v1/customers").await;
     assert_eq!(a.status, 429);
@@ -85,10 +75,7 @@ async fn a_429_whose_reset_is_beyond_the_total_wait_is_passed_on_at_once() {
 
 #[tokio::test]
 async fn a_post_is_replayed_byte_for_byte() {
-    let up = support::upstream(100, Duration::from_secs(60)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(60));
-    cfg.cache.enabled = false;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(100, Duration::from_secs(60), |_| {}).await;
     let c = client(app.proxy_addr);
     let customer = c.get("/v1/customers?limit=1").await.json()["data"][0]["id"].as_str().unwrap().to_owned();
     up.force_429(1, Duration::from_secs(1), ForcedHeaders::RetryAfterSeconds);

@@ -17,11 +17,7 @@ use crate::support::{self, assert_envelope, client, Answer};
 
 /// A proxy whose budget (1 per second) makes requests queue, and `n` clients in that queue.
 async fn queued(n: usize, grace: Duration) -> (MockServer, App, Vec<JoinHandle<Answer>>) {
-    let up = support::upstream(2, Duration::from_secs(1)).await;
-    let mut cfg = support::config(&up, 2, Duration::from_secs(1));
-    cfg.cache.enabled = false;
-    cfg.server.shutdown_grace = grace;
-    let app = support::proxy(&cfg).await;
+    let (up, app) = support::uncached(2, Duration::from_secs(1), |cfg| cfg.server.shutdown_grace = grace).await;
     let clients = spawn_clients(app.proxy_addr, n);
     wait_until(|| app.metrics.queue_depth.get() >= n as i64 - 2, "requests queue").await;
     (up, app, clients)
@@ -93,11 +89,8 @@ async fn readyz_turns_503_while_draining() {
 
 #[tokio::test]
 async fn an_in_flight_request_finishes_during_shutdown() {
-    let up = support::upstream(100, Duration::from_secs(1)).await;
-    let mut cfg = support::config(&up, 100, Duration::from_secs(1));
-    cfg.cache.enabled = false;
-    cfg.server.shutdown_grace = Duration::from_secs(5);
-    let app = support::proxy(&cfg).await;
+    let (up, app) =
+        support::uncached(100, Duration::from_secs(1), |cfg| cfg.server.shutdown_grace = Duration::from_secs(5)).await;
     up.force_fault(1, FaultKind::Slow(Duration::from_millis(500)));
     let c = spawn_clients(app.proxy_addr, 1);
     wait_until(|| up.stats().requests == 1, "the request reached the upstream").await;

@@ -54,6 +54,17 @@ pub async fn proxy(cfg: &Config) -> App {
     App::start(cfg, KeySource::Env(key())).await.expect("proxy starts")
 }
 
+/// A mock with `limit` per `window` and a proxy in front of it with the cache off (so every
+/// request is an upstream call), after `tweak` adjusts the proxy's config.
+pub async fn uncached(limit: u32, window: Duration, tweak: impl FnOnce(&mut Config)) -> (MockServer, App) {
+    let up = upstream(limit, window).await;
+    let mut cfg = config(&up, limit, window);
+    cfg.cache.enabled = false;
+    tweak(&mut cfg);
+    let app = proxy(&cfg).await;
+    (up, app)
+}
+
 /// A downstream answer, fully read.
 #[derive(Debug)]
 pub struct Answer {
